@@ -1,0 +1,91 @@
+"""Run a causal LM over a collated batch and return summed completion log-probs per sequence.
+
+The model is called once through its own ``forward`` (so DDP / DeepSpeed wrappers see the call) with
+``logits_to_keep=1``; a forward hook on the decoder captures the final hidden states, and the LM head is
+applied only at completion positions, in chunks (``hf_dpo.logprobs``). Models whose logits are not a plain
+linear map of the final hidden state fall back to the full-logits path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+
+from .layouts import MODEL_INPUT_KEYS
+from .logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
+
+
+@dataclass(frozen=True)
+class SequenceLogps:
+    """Per-sequence results, ordered ``[chosen_1..B ; rejected_1..B]``, each (2B,)."""
+
+    logps: torch.Tensor
+    num_tokens: torch.Tensor
+
+    def chosen(self, num_pairs: int) -> torch.Tensor:
+        return self.logps[:num_pairs]
+
+    def rejected(self, num_pairs: int) -> torch.Tensor:
+        return self.logps[num_pairs:]
+
+
+def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``*ForCausalLM`` module inside DDP/DeepSpeed/compile and PEFT wrappers."""
+    model = extract_model_from_parallel(model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def uses_hidden_path(model: torch.nn.Module) -> bool:
+    """True if log-probs can be computed from the final hidden state and a plain linear LM head."""
+    lm = base_causal_lm(model)
+    head = lm.get_output_embeddings()
+    config = getattr(lm, "config", None)
+    plain_logits = not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    return (
+        type(head) is torch.nn.Linear
+        and plain_logits
+        and hasattr(lm, "get_decoder")
+        and "logits_to_keep" in inspect.signature(lm.forward).parameters
+    )
+
+
+def sequence_logps(
+    model: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int = 1024, use_hidden: bool | None = None
+) -> SequenceLogps:
+    """Summed log-probs of the completion tokens of each of the 2B sequences of ``batch``.
+
+    Args:
+        model: a causal LM, possibly wrapped (DDP, DeepSpeed, PEFT).
+        batch: a collated batch (see ``hf_dpo.layouts``).
+        chunk_size: completion tokens per LM-head chunk.
+        use_hidden: force the hidden-state path (True) or the full-logits path (False); None picks.
+    """
+    inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+    index, targets, seq = batch["target_index"], batch["target_ids"], batch["target_seq"]
+    num_sequences = 2 * batch["num_pairs"]
+    if use_hidden is None:
+        use_hidden = uses_hidden_path(model)
+    if use_hidden:
+        lm = base_causal_lm(model)
+        captured: dict[str, torch.Tensor] = {}
+        handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
+        try:
+            model(**inputs, use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+        hidden = captured["hidden"].flatten(0, 1)[index]
+        head = lm.get_output_embeddings()
+        token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size)
+    else:
+        logits = model(**inputs, use_cache=False).logits
+        token_logps = chunked_logits_token_logps(logits.flatten(0, 1)[index], targets, chunk_size)
+    ones = torch.ones_like(token_logps)
+    return SequenceLogps(
+        logps=sum_by_sequence(token_logps, seq, num_sequences),
+        num_tokens=sum_by_sequence(ones, seq, num_sequences),
+    )

@@ -1,0 +1,215 @@
+"""Turn preference rows into token ids: ``prompt_ids``, ``chosen_ids``, ``rejected_ids``.
+
+Accepted rows (TRL-compatible columns):
+
+- standard: ``prompt``, ``chosen``, ``rejected`` strings. Raw text: the prompt is tokenized with the
+  tokenizer's special tokens (e.g. BOS), each completion without them, then EOS is appended;
+- conversational: ``prompt`` a list of messages, ``chosen``/``rejected`` a one-message list (or a single
+  message) with the assistant reply, rendered through a chat format (``hf_dpo.renderers``);
+- implicit prompt: only ``chosen``/``rejected``. Message lists: the shared leading messages are the prompt.
+  Strings: the longest common prefix, cut back to its last whitespace (tokens common to both completions
+  cancel in the DPO margin, so this split is safe for the loss).
+
+If a renderer is given, string rows are rendered too (prompt as one user turn, completion as the reply).
+
+Truncation rules: (1) a prompt longer than ``max_prompt_length`` keeps its last tokens (the most recent
+turns), keeping a leading BOS if it had one; (2) each completion is then cut from the right to fit
+``max_length`` together with the prompt; (3) a pair left with no completion token is skipped with reason
+``prompt_too_long`` (only possible when ``max_prompt_length`` is None or ≥ ``max_length``).
+Pairs whose chosen and rejected completions are identical carry no preference and are skipped with reason
+``chosen_equals_rejected``. Skips are counted, logged once, and never silent; malformed rows raise
+``ValueError`` naming the row index, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from datasets import Dataset
+
+logger = logging.getLogger("hf_dpo")
+
+Message = dict[str, str]
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def _row_error(index: int, field: str, problem: str, fix: str) -> ValueError:
+    return ValueError(f"row {index}, field {field!r}: {problem}. Fix: {fix}")
+
+
+def _check_text(value: Any, index: int, field: str) -> str:
+    if not isinstance(value, str):
+        raise _row_error(index, field, f"expected a string, got {type(value).__name__}", "store text there")
+    if not value.strip():
+        raise _row_error(index, field, "the text is empty", "drop the row or fill in the completion")
+    return value
+
+
+def _check_messages(value: Any, index: int, field: str) -> list[Message]:
+    fix = 'use a list of {"role": ..., "content": str} messages'
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _row_error(index, field, "expected a non-empty list of messages", fix)
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise _row_error(index, field, f"message {i} has no string 'role'", fix)
+        if not isinstance(message.get("content"), str):
+            raise _row_error(index, field, f"message {i} has no string 'content'", fix)
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _reply(value: Any, index: int, field: str) -> Message:
+    """The single assistant reply of a conversational completion."""
+    messages = _check_messages([value] if isinstance(value, Mapping) else value, index, field)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise _row_error(
+            index, field, f"expected exactly one assistant message, got roles {[m['role'] for m in messages]}",
+            'put earlier turns in "prompt" and keep only [{"role": "assistant", "content": ...}] here',
+        )
+    if not messages[0]["content"].strip():
+        raise _row_error(index, field, "the assistant reply is empty", "drop the row or fill in the reply")
+    return messages[0]
+
+
+def split_row(row: Mapping[str, Any], index: int) -> tuple[str | list[Message], str | Message, str | Message]:
+    """Normalise a row into (prompt, chosen, rejected): all text, or messages + two assistant replies."""
+    for field in ("chosen", "rejected"):
+        if field not in row or row[field] is None:
+            raise _row_error(index, field, "missing", f"add a {field!r} column (string or message list)")
+    chosen, rejected = row["chosen"], row["rejected"]
+    prompt = row.get("prompt")
+    if prompt is None:  # implicit prompt
+        if isinstance(chosen, str) and isinstance(rejected, str):
+            shared = os.path.commonprefix([chosen, rejected])
+            if chosen != rejected:
+                cut = max(shared.rfind(" "), shared.rfind("\n"))
+                shared = shared[: cut if cut > 0 else 0]
+            return shared, chosen[len(shared):], rejected[len(shared):]
+        chosen_msgs = _check_messages(chosen, index, "chosen")
+        rejected_msgs = _check_messages(rejected, index, "rejected")
+        n = 0
+        while n < min(len(chosen_msgs), len(rejected_msgs)) - 1 and chosen_msgs[n] == rejected_msgs[n]:
+            n += 1
+        return (chosen_msgs[:n], _reply(chosen_msgs[n:], index, "chosen"), _reply(rejected_msgs[n:], index, "rejected"))
+    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
+        return _check_text(prompt, index, "prompt"), _check_text(chosen, index, "chosen"), _check_text(
+            rejected, index, "rejected"
+        )
+    messages = [{"role": "user", "content": _check_text(prompt, index, "prompt")}] if isinstance(prompt, str) else (
+        _check_messages(prompt, index, "prompt")
+    )
+    as_reply = {"role": "assistant", "content": ""}
+    return (
+        messages,
+        {**as_reply, "content": _check_text(chosen, index, "chosen")} if isinstance(chosen, str) else _reply(
+            chosen, index, "chosen"),
+        {**as_reply, "content": _check_text(rejected, index, "rejected")} if isinstance(rejected, str) else _reply(
+            rejected, index, "rejected"),
+    )
+
+
+def is_conversational(row: Mapping[str, Any]) -> bool:
+    """True if the row's completions are message lists (or messages) rather than strings."""
+    return not isinstance(row.get("chosen"), str)
+
+
+def _encode_text(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> tuple[list[int], list[int], list[int]]:
+    eos = [tokenizer.eos_token_id]
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return tokenizer(prompt)["input_ids"] if prompt else _bos(tokenizer), encode(chosen) + eos, encode(rejected) + eos
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer adds before any text (e.g. BOS); empty for tokenizers that add none."""
+    return tokenizer("")["input_ids"]
+
+
+def tokenize_row(
+    row: Mapping[str, Any],
+    index: int,
+    tokenizer: Any,
+    renderer: Any | None,
+    max_length: int | None,
+    max_prompt_length: int | None,
+) -> dict[str, list[int]] | str:
+    """Token ids of one pair after truncation, or the skip reason (see module docstring).
+
+    ``renderer`` (``hf_dpo.renderers.Renderer``) renders conversations; with None, rows must be text.
+    """
+    prompt, chosen, rejected = split_row(row, index)
+    if renderer is None and isinstance(prompt, str):
+        prompt_ids, chosen_ids, rejected_ids = _encode_text(tokenizer, prompt, chosen, rejected)
+    else:
+        if renderer is None:
+            raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}] if prompt else []
+            chosen = {"role": "assistant", "content": chosen}
+            rejected = {"role": "assistant", "content": rejected}
+        try:
+            prompt_ids = renderer.encode_prompt(prompt)
+            chosen_ids = renderer.encode_completion(prompt, chosen)
+            rejected_ids = renderer.encode_completion(prompt, rejected)
+        except ValueError as err:
+            raise ValueError(f"row {index}: {err}") from err
+    if chosen_ids == rejected_ids:
+        return "chosen_equals_rejected"
+    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
+        bos = _bos(tokenizer)
+        keep_bos = bool(bos) and prompt_ids[: len(bos)] == bos and max_prompt_length > len(bos)
+        tail = max_prompt_length - (len(bos) if keep_bos else 0)
+        prompt_ids = (bos if keep_bos else []) + prompt_ids[-tail:]
+    if max_length is not None:
+        room = max_length - len(prompt_ids)
+        if room < 1:
+            return "prompt_too_long"
+        chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+    return {"prompt_ids": list(prompt_ids), "chosen_ids": list(chosen_ids), "rejected_ids": list(rejected_ids)}
+
+
+def tokenize_dataset(
+    dataset: Dataset,
+    tokenizer: Any,
+    renderer: Any | None,
+    max_length: int | None,
+    max_prompt_length: int | None,
+    num_proc: int | None = None,
+    split_name: str = "train",
+) -> tuple[Dataset, Counter[str]]:
+    """Tokenize every row (batched, cached by ``datasets`` fingerprint), drop and count skipped pairs.
+
+    Returns the dataset with ``TOKEN_COLUMNS`` (plus any precomputed ``ref_*_logps`` columns kept) and the
+    skip counts by reason, which are also logged once.
+    """
+    keep = [c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in dataset.column_names]
+
+    def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}
+        for j, index in enumerate(indices):
+            result = tokenize_row(
+                {k: v[j] for k, v in batch.items()}, index, tokenizer, renderer, max_length, max_prompt_length
+            )
+            skipped = isinstance(result, str)
+            for column in TOKEN_COLUMNS:
+                out[column].append([] if skipped else result[column])
+            out["skip_reason"].append(result if skipped else "")
+        return out
+
+    removed = [c for c in dataset.column_names if c not in keep]
+    tokenized = dataset.map(
+        encode_batch, with_indices=True, batched=True, remove_columns=removed, num_proc=num_proc,
+        desc=f"Tokenizing {split_name} pairs",
+    )
+    skips = Counter(r for r in tokenized["skip_reason"] if r)
+    if skips:
+        total = sum(skips.values())
+        detail = ", ".join(f"{reason}={count}" for reason, count in sorted(skips.items()))
+        logger.warning("hf_dpo: skipped %d of %d %s pairs (%s)", total, len(dataset), split_name, detail)
+        tokenized = tokenized.filter(lambda reasons: [r == "" for r in reasons], input_columns="skip_reason",
+                                     batched=True, num_proc=num_proc)
+    if len(tokenized) == 0:
+        raise ValueError(f"no {split_name} pairs left after tokenization (skipped: {dict(skips)})")
+    return tokenized.remove_columns("skip_reason"), skips
