@@ -28,7 +28,9 @@ class DPODataCollator:
     def __init__(
         self, pad_token_id: int, layout: str | BatchLayout = "padded", pad_to_multiple_of: int | None = None
     ) -> None:
-        self.layout = get_layout(layout, pad_token_id, pad_to_multiple_of) if isinstance(layout, str) else layout
+        self.layout = (
+            get_layout(layout, pad_token_id, pad_to_multiple_of) if isinstance(layout, str) else layout
+        )
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:

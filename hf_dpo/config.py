@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from .layouts import available_layouts
 from .losses import LOSS_TYPES
 
 
@@ -20,7 +21,9 @@ class DPOConfig(TrainingArguments):
 
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (DPO: 1e-7 to 1e-5)."})
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: DPO columns are custom."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: DPO columns are custom."}
+    )
 
     beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL penalty (> 0)."})
     loss_type: str = field(default="sigmoid", metadata={"help": f"One of {', '.join(LOSS_TYPES)}."})
@@ -30,32 +33,45 @@ class DPOConfig(TrainingArguments):
     rpo_alpha: float = field(
         default=0.0, metadata={"help": "Weight of the per-token NLL of the chosen completion (RPO); 0 = off."}
     )
-    max_length: int | None = field(default=1024, metadata={"help": "Max prompt+completion tokens per sequence."})
+    max_length: int | None = field(
+        default=1024, metadata={"help": "Max prompt+completion tokens per sequence."}
+    )
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "Max prompt tokens; longer prompts keep their end (latest turns)."}
     )
-    disable_dropout: bool = field(default=True, metadata={"help": "Zero all dropout in policy and reference."})
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Zero all dropout in policy and reference."}
+    )
     renderer_name: str | None = field(
         default=None,
         metadata={"help": "Chat format for conversational rows (default: the tokenizer's chat template)."},
     )
-    batch_layout: str = field(default="padded", metadata={"help": "How pairs are laid out in a batch."})
+    batch_layout: str = field(
+        default="auto",
+        metadata={"help": "auto (fastest exact layout for the backend), padded, packed or prefix_shared."},
+    )
     pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Round padded lengths up."})
     logprob_chunk_size: int = field(
         default=1024, metadata={"help": "Completion tokens per LM-head chunk when computing log-probs."}
     )
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     precompute_ref_log_probs: bool = field(
-        default=False, metadata={"help": "Compute reference log-probs once before training; drop the reference."}
+        default=False,
+        metadata={"help": "Compute reference log-probs once before training; drop the reference."},
     )
     precompute_ref_batch_size: int | None = field(
-        default=None, metadata={"help": "Batch size of the precompute pass (default: per_device_eval_batch_size)."}
+        default=None,
+        metadata={"help": "Batch size of the precompute pass (default: per_device_eval_batch_size)."},
     )
     sync_ref_model: bool = field(
         default=False, metadata={"help": "TR-DPO: every ref_model_sync_steps, πref ← α·πθ + (1−α)·πref."}
     )
-    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "α of the reference sync, in (0, 1]."})
-    ref_model_sync_steps: int = field(default=512, metadata={"help": "Optimizer steps between reference syncs."})
+    ref_model_mixup_alpha: float = field(
+        default=0.6, metadata={"help": "α of the reference sync, in (0, 1]."}
+    )
+    ref_model_sync_steps: int = field(
+        default=512, metadata={"help": "Optimizer steps between reference syncs."}
+    )
     save_merged_model: bool = field(
         default=False, metadata={"help": "With PEFT: also save the adapter merged into the base weights."}
     )
@@ -71,12 +87,35 @@ class DPOConfig(TrainingArguments):
         if not self.beta > 0:
             raise ValueError(f"DPOConfig.beta must be > 0, got {self.beta}. Typical values are 0.01 to 0.5.")
         if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"DPOConfig.loss_type {self.loss_type!r} is unknown; use one of {', '.join(LOSS_TYPES)}.")
+            raise ValueError(
+                f"DPOConfig.loss_type {self.loss_type!r} is unknown; use one of {', '.join(LOSS_TYPES)}."
+            )
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
+        if self.batch_layout != "auto" and self.batch_layout not in available_layouts():
+            raise ValueError(
+                f"DPOConfig.batch_layout {self.batch_layout!r} is unknown; use 'auto' or one of "
+                f"{', '.join(available_layouts())}."
+            )
         if self.rpo_alpha < 0:
             raise ValueError(f"DPOConfig.rpo_alpha must be >= 0, got {self.rpo_alpha}.")
-        for name in ("max_length", "max_prompt_length", "pad_to_multiple_of", "logprob_chunk_size"):
+        if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
+            alpha = self.ref_model_mixup_alpha
+            raise ValueError(f"DPOConfig.ref_model_mixup_alpha must be in (0, 1], got {alpha}.")
+        if self.ref_model_sync_steps < 1:
+            raise ValueError(f"DPOConfig.ref_model_sync_steps must be >= 1, got {self.ref_model_sync_steps}.")
+        if self.sync_ref_model and self.precompute_ref_log_probs:
+            raise ValueError(
+                "DPOConfig.sync_ref_model=True cannot be combined with precompute_ref_log_probs=True: "
+                "precomputed reference log-probs are fixed, so the reference cannot be synced. Turn one off."
+            )
+        for name in (
+            "max_length",
+            "max_prompt_length",
+            "pad_to_multiple_of",
+            "logprob_chunk_size",
+            "precompute_ref_batch_size",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"DPOConfig.{name} must be a positive integer or None, got {value}.")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from accelerate.utils import extract_model_from_parallel
 
-from .layouts import MODEL_INPUT_KEYS
+from .attention import model_inputs
 from .logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
 
 
@@ -40,10 +40,24 @@ def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def lm_head_is_sharded(model: torch.nn.Module) -> bool:
+    """True under FSDP (1 or 2) or DeepSpeed ZeRO-3: the LM-head weight is a shard outside the forward."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    head = base_causal_lm(model).get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if weight is not None and (hasattr(weight, "ds_id") or type(weight).__name__ == "DTensor"):
+        return True  # ZeRO-3 partitioned parameter / FSDP2 DTensor
+    return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
+
+
 def uses_hidden_path(model: torch.nn.Module) -> bool:
-    """True if log-probs can be computed from the final hidden state and a plain linear LM head."""
+    """True if log-probs can be computed from the final hidden state and a plain linear LM head (which
+    must be whole outside the forward: not under FSDP / ZeRO-3)."""
     lm = base_causal_lm(model)
     head = lm.get_output_embeddings()
+    if lm_head_is_sharded(model):
+        return False
     config = getattr(lm, "config", None)
     plain_logits = not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
     return (
@@ -65,7 +79,7 @@ def sequence_logps(
         chunk_size: completion tokens per LM-head chunk.
         use_hidden: force the hidden-state path (True) or the full-logits path (False); None picks.
     """
-    inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+    inputs = model_inputs(model, batch)  # layout columns -> model kwargs (e.g. a 4D mask for prefix sharing)
     index, targets, seq = batch["target_index"], batch["target_ids"], batch["target_seq"]
     num_sequences = 2 * batch["num_pairs"]
     if use_hidden is None:

@@ -12,18 +12,57 @@ Per-sequence log-probs are then ``sum_by_sequence(logp(target_ids | hidden[targe
 Because targets are gathered by index, one position may score several targets (the prefix-shared layout
 scores the first chosen and the first rejected token from the same last prompt token), and the LM head only
 runs on completion positions.
+
+Layouts (``batch_layout``):
+
+- ``padded``: 2B rows, right-padded to the longest; works with every model.
+- ``packed``: the 2B sequences concatenated into rows with ``position_ids`` restarting at 0 per sequence
+  and no 2D ``attention_mask``, so transformers isolates the sequences; no pad tokens are computed except the
+  tail of shorter rows. ``row_tokens="all"`` puts everything in one row (best for flash / flex attention,
+  whose kernels skip cross-sequence blocks); ``"longest"`` bin-packs into rows no longer than the longest
+  sequence (best for dense-mask sdpa / eager: attention work never exceeds the padded layout's).
+- ``prefix_shared``: each pair is one sequence ``prompt + chosen + rejected``; rejected positions restart at
+  the end of the prompt and a custom mask (``hf_dpo.attention.prefix_shared_mask``) hides chosen from
+  rejected, so each prompt is encoded once. Pairs are packed into rows like ``packed``.
+
+``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
 
+from .attention import (
+    CHOSEN,
+    MODEL_INPUT_KEYS,
+    PREFIX_BRANCH_KEY,
+    PREFIX_SEGMENT_KEY,
+    PROMPT,
+    REJECTED,
+    attention_backend,
+    is_varlen_backend,
+    layout_support,
+)
+
+__all__ = [
+    "MODEL_INPUT_KEYS",
+    "BatchLayout",
+    "PackedLayout",
+    "PaddedLayout",
+    "PrefixSharedLayout",
+    "available_layouts",
+    "choose_layout",
+    "get_layout",
+]
+
+logger = logging.getLogger("hf_dpo")
 Pair = Mapping[str, Sequence[int]]
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+LAYOUT_PREFERENCE = ("prefix_shared", "packed", "padded")  # fastest first (docs/performance.md)
 
 _LAYOUTS: dict[str, type[BatchLayout]] = {}
 
@@ -84,11 +123,219 @@ class PaddedLayout(BatchLayout):
         }
 
 
-def get_layout(name: str, pad_token_id: int, pad_to_multiple_of: int | None = None) -> BatchLayout:
-    """Instantiate a registered layout by name."""
+def _assign_rows(lengths: Sequence[int], row_tokens: str | int) -> list[list[int]]:
+    """Group item indices into rows: one row (``"all"``), or first-fit-decreasing bins of at most
+    ``row_tokens`` tokens (``"longest"``: the longest item). Items keep their original order within a row."""
+    if row_tokens == "all":
+        return [list(range(len(lengths)))]
+    capacity = max(lengths) if row_tokens == "longest" else max(int(row_tokens), max(lengths))
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
+        if slot is None:
+            rows.append([i])
+            free.append(capacity - lengths[i])
+        else:
+            rows[slot].append(i)
+            free[slot] -= lengths[i]
+    return [sorted(row) for row in rows]
+
+
+def _check_prompts(pairs: Sequence[Pair], layout: str) -> None:
+    for i, pair in enumerate(pairs):
+        if len(pair["prompt_ids"]) == 0:
+            raise ValueError(
+                f"pair {i} of the batch has empty prompt_ids; the {layout} layout scores the first "
+                "completion token from the last prompt token. Start every prompt with at least one token "
+                "(e.g. BOS)."
+            )
+
+
+class _RowPackingLayout(BatchLayout):
+    """Shared row packing of the padding-free layouts.
+
+    Args:
+        row_tokens: ``"all"`` (one row per micro-batch), ``"longest"`` (rows no longer than the longest packed
+            item, so dense-mask attention does no more work than the padded layout), or an int token budget.
+    """
+
+    def __init__(
+        self, pad_token_id: int, pad_to_multiple_of: int | None = None, row_tokens: str | int = "all"
+    ) -> None:
+        super().__init__(pad_token_id, pad_to_multiple_of)
+        if row_tokens not in ("all", "longest") and not (isinstance(row_tokens, int) and row_tokens > 0):
+            raise ValueError(f"row_tokens must be 'all', 'longest' or a positive int, got {row_tokens!r}")
+        self.row_tokens = row_tokens
+
+    def _grid(self, lengths: Sequence[int]) -> tuple[list[list[int]], int]:
+        rows = _assign_rows(lengths, self.row_tokens)
+        return rows, self._round_up(max(sum(lengths[i] for i in row) for row in rows))
+
+
+class PackedLayout(_RowPackingLayout):
+    """The 2B sequences ``prompt_i + completion_i`` back to back in rows, ``position_ids`` restarting per
+    sequence, no 2D attention mask (transformers keeps the sequences apart)."""
+
+    name = "packed"
+
+    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+        _check_prompts(pairs, self.name)
+        seqs = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
+            (p["prompt_ids"], p["rejected_ids"]) for p in pairs
+        ]
+        lengths = [len(pr) + len(c) for pr, c in seqs]
+        rows, width = self._grid(lengths)
+        ids: list[int] = []
+        pos: list[int] = []
+        index, targets, seq = [], [], []
+        for r, row in enumerate(rows):
+            offset = r * width
+            for s in row:
+                prompt, completion = seqs[s]
+                ids.extend(prompt)
+                ids.extend(completion)
+                pos.extend(range(lengths[s]))
+                start = offset + len(prompt) - 1
+                index.extend(range(start, start + len(completion)))
+                targets.extend(completion)
+                seq.extend([s] * len(completion))
+                offset += lengths[s]
+            tail = (r + 1) * width - offset  # padding is its own sequence (positions restart at 0)
+            ids.extend([self.pad_token_id] * tail)
+            pos.extend(range(tail))
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long).view(len(rows), width),
+            "position_ids": torch.tensor(pos, dtype=torch.long).view(len(rows), width),
+            "target_index": torch.tensor(index, dtype=torch.long),
+            "target_ids": torch.tensor(targets, dtype=torch.long),
+            "target_seq": torch.tensor(seq, dtype=torch.long),
+            "num_pairs": len(pairs),
+            "num_tokens": sum(lengths),
+        }
+
+
+class PrefixSharedLayout(_RowPackingLayout):
+    """Each pair as one sequence ``prompt + chosen + rejected`` (prompt encoded once), pairs packed in rows.
+
+    Rejected tokens take positions ``len(prompt) + k`` (as if they followed the prompt directly) and attend
+    only to the prompt and earlier rejected tokens; the first rejected token is scored from the last prompt
+    token.
+    Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which ``hf_dpo.attention.model_inputs``
+    builds the 4D mask for the model's backend.
+    """
+
+    name = "prefix_shared"
+
+    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+        _check_prompts(pairs, self.name)
+        num_pairs = len(pairs)
+        lengths = [len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]
+        rows, width = self._grid(lengths)
+        ids: list[int] = []
+        pos: list[int] = []
+        segment: list[int] = []
+        branch: list[int] = []
+        index, targets, seq = [], [], []
+        for r, row in enumerate(rows):
+            offset = r * width
+            for j, i in enumerate(row):
+                prompt, chosen, rejected = (
+                    pairs[i]["prompt_ids"],
+                    pairs[i]["chosen_ids"],
+                    pairs[i]["rejected_ids"],
+                )
+                n_p, n_c, n_r = len(prompt), len(chosen), len(rejected)
+                ids.extend(prompt)
+                ids.extend(chosen)
+                ids.extend(rejected)
+                pos.extend(range(n_p + n_c))
+                pos.extend(range(n_p, n_p + n_r))
+                segment.extend([j] * lengths[i])
+                branch.extend([PROMPT] * n_p + [CHOSEN] * n_c + [REJECTED] * n_r)
+                last_prompt, rejected_start = offset + n_p - 1, offset + n_p + n_c
+                index.extend(range(last_prompt, last_prompt + n_c))
+                if n_r:
+                    index.append(last_prompt)
+                    index.extend(range(rejected_start, rejected_start + n_r - 1))
+                targets.extend(chosen)
+                targets.extend(rejected)
+                seq.extend([i] * n_c + [num_pairs + i] * n_r)
+                offset += lengths[i]
+            tail = (r + 1) * width - offset
+            ids.extend([self.pad_token_id] * tail)
+            pos.extend(range(tail))
+            segment.extend([-1] * tail)
+            branch.extend([PROMPT] * tail)
+        shape = (len(rows), width)
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long).view(shape),
+            "position_ids": torch.tensor(pos, dtype=torch.long).view(shape),
+            PREFIX_SEGMENT_KEY: torch.tensor(segment, dtype=torch.long).view(shape),
+            PREFIX_BRANCH_KEY: torch.tensor(branch, dtype=torch.long).view(shape),
+            "target_index": torch.tensor(index, dtype=torch.long),
+            "target_ids": torch.tensor(targets, dtype=torch.long),
+            "target_seq": torch.tensor(seq, dtype=torch.long),
+            "num_pairs": num_pairs,
+            "num_tokens": sum(lengths),
+        }
+
+
+def get_layout(name: str, pad_token_id: int, pad_to_multiple_of: int | None = None, **options) -> BatchLayout:
+    """Instantiate a registered layout by name (``options``: e.g. ``row_tokens`` of the packing layouts)."""
     if name not in _LAYOUTS:
         raise ValueError(f"unknown batch_layout {name!r}; available: {', '.join(sorted(_LAYOUTS))}")
-    return _LAYOUTS[name](pad_token_id, pad_to_multiple_of)
+    return _LAYOUTS[name](pad_token_id, pad_to_multiple_of, **options)
+
+
+def choose_layout(
+    models: torch.nn.Module | Iterable[torch.nn.Module | None],
+    requested: str = "auto",
+    pad_token_id: int = 0,
+    pad_to_multiple_of: int | None = None,
+) -> BatchLayout:
+    """The layout for ``models`` (policy, and reference if separate): ``requested``, or with ``"auto"`` the
+    fastest one that is exact for every model's attention backend (``LAYOUT_PREFERENCE``), logged once.
+
+    Raises:
+        ValueError: unknown name, or a forced layout the backend cannot compute exactly (with the reason).
+    """
+    if isinstance(models, torch.nn.Module):
+        models = [models]
+    models = [m for m in models if m is not None]
+    if requested != "auto" and requested not in _LAYOUTS:
+        raise ValueError(
+            f"unknown batch_layout {requested!r}; use 'auto' or one of {', '.join(available_layouts())}"
+        )
+    reasons: dict[str, str | None] = {name: None for name in _LAYOUTS}
+    for model in models:
+        for name, reason in layout_support(model).items():
+            reasons[name] = reasons.get(name) or reason
+    backends = sorted({attention_backend(m) for m in models})
+    if requested == "auto":
+        name = next(n for n in LAYOUT_PREFERENCE if reasons.get(n) is None)
+    elif reasons.get(requested) is not None:
+        raise ValueError(
+            f"batch_layout={requested!r} is not exact for this model: {reasons[requested]}. "
+            "Use batch_layout='auto' to pick a supported layout."
+        )
+    else:
+        name = requested
+    options = {}
+    if name != "padded":  # varlen kernels need one row; block-sparse ones prefer it; dense masks prefer bins
+        one_row = any(is_varlen_backend(b) for b in backends) or all(b == "flex_attention" for b in backends)
+        options["row_tokens"] = "all" if one_row else "longest"
+    layout = get_layout(name, pad_token_id, pad_to_multiple_of, **options)
+    if requested == "auto":
+        skipped = {n: r for n, r in reasons.items() if r is not None}
+        logger.info(
+            "batch_layout='auto' chose %r (%s) for attention backend %s%s",
+            name,
+            options or "",
+            "/".join(backends),
+            f"; not exact here: {skipped}" if skipped else "",
+        )
+    return layout
 
 
 def available_layouts() -> list[str]:

@@ -99,18 +99,24 @@ def chunked_token_logps(
     return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size))
 
 
-def chunked_logits_token_logps(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+def chunked_logits_token_logps(
+    logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
     """``naive_token_logps`` computed ``chunk_size`` rows at a time, so only one float32 chunk is live.
 
     For models whose logits are not a plain linear map of the final hidden state (logit soft-capping or
     scaling), or whose output layer is sharded (FSDP, ZeRO-3). Shapes as in ``naive_token_logps``.
     """
-    parts = [naive_token_logps(logits[s : s + chunk_size], targets[s : s + chunk_size])
-             for s in range(0, logits.shape[0], chunk_size)]
+    parts = [
+        naive_token_logps(logits[s : s + chunk_size], targets[s : s + chunk_size])
+        for s in range(0, logits.shape[0], chunk_size)
+    ]
     return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
 
 
-def sum_by_sequence(token_logps: torch.Tensor, sequence_index: torch.Tensor, num_sequences: int) -> torch.Tensor:
+def sum_by_sequence(
+    token_logps: torch.Tensor, sequence_index: torch.Tensor, num_sequences: int
+) -> torch.Tensor:
     """Sum per-token values into per-sequence totals.
 
     Args:

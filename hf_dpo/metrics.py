@@ -9,7 +9,15 @@ import torch
 from .losses import DPOLossOutput, pair_accuracy
 
 # Names of the per-pair means reported (besides num_pairs, num_tokens and test/nll).
-PAIR_MEANS = ("dpo_loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "logps/chosen", "logps/rejected")
+PAIR_MEANS = (
+    "dpo_loss",
+    "accuracy",
+    "margin",
+    "chosen_reward",
+    "rejected_reward",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 def batch_sums(
@@ -45,12 +53,16 @@ class MetricSums:
         for name, value in sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
 
-    def reduce(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> dict[str, float]:
+    def reduce(
+        self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+    ) -> dict[str, float]:
         """Sum across processes with one collective, reset, and return the global sums."""
         if not self.sums:
             return {}
         names = sorted(self.sums)
-        local = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64, device=device) for n in names])
+        local = torch.stack(
+            [torch.as_tensor(self.sums[n], dtype=torch.float64, device=device) for n in names]
+        )
         self.sums = {}
         return dict(zip(names, all_reduce_sum(local).tolist(), strict=True))
 

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 logger = logging.getLogger("hf_dpo")
 
@@ -27,9 +27,24 @@ def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
         )
         clear_dequantized_markers(model)
         return model
-    if os.path.sep in name_or_path and not os.path.exists(name_or_path) and name_or_path.startswith((".", "/")):
+    if (
+        os.path.sep in name_or_path
+        and not os.path.exists(name_or_path)
+        and name_or_path.startswith((".", "/"))
+    ):
         raise FileNotFoundError(f"model path does not exist: {name_or_path}")
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """``AutoTokenizer`` for a hub id or directory; for a ``.gguf`` file, the tokenizer files beside it when
+    there are any, else the tokenizer embedded in the GGUF."""
+    if not name_or_path.endswith(".gguf"):
+        return AutoTokenizer.from_pretrained(name_or_path)
+    directory, file = os.path.split(os.path.abspath(name_or_path))
+    if any(os.path.exists(os.path.join(directory, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        return AutoTokenizer.from_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory, gguf_file=file)
 
 
 def clear_dequantized_markers(model: PreTrainedModel) -> None:

@@ -1,15 +1,35 @@
-"""Reference policies πref: where the reference log-probs of a batch come from."""
+"""Reference policies πref: where the reference log-probs of a batch come from.
+
+Four policies, picked by ``make_reference``:
+
+- ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
+  initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
+- ``AdapterDisabledReference``: a fresh PEFT adapter (``peft_config=``). The reference is the policy with its
+  adapters disabled, i.e. the base model; no second copy of weights exists.
+- ``AdapterSnapshotReference``: an already-adapted ``PeftModel`` (e.g. ``PeftModel.from_pretrained``). The
+  reference is that model *as it was at the start*: base plus a frozen copy of the initial adapter weights,
+  loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
+  forward. Only the adapter weights are copied.
+- ``PrecomputedReference``: reference log-probs were precomputed into the dataset columns
+  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.precompute``); no reference weights stay in memory.
+"""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import contextlib
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from accelerate.utils import extract_model_from_parallel
 
 from .forward import sequence_logps
+
+REFERENCE_ADAPTER = "reference"
 
 
 class ReferencePolicy(abc.ABC):
@@ -22,12 +42,36 @@ class ReferencePolicy(abc.ABC):
     def to(self, device: torch.device) -> ReferencePolicy:
         return self
 
+    def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every tensor the reference log-probs depend on (used to key the precompute cache)."""
+        return iter(())
+
+    def release(self, policy: torch.nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Free what this policy holds (called when precomputed log-probs replace it)."""
+
+    def hidden_from_save(self, policy: torch.nn.Module) -> contextlib.AbstractContextManager:
+        """Context in which saving ``policy`` writes only what the user trains."""
+        return contextlib.nullcontext()
+
+    def fingerprint(self, policy: torch.nn.Module) -> str:
+        """sha256 of the reference weights (names, dtypes, shapes, bytes) and the model config."""
+        hasher = hashlib.sha256()
+        config = getattr(_unwrap_to_lm(policy), "config", None)
+        if config is not None:
+            hasher.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.named_weights(policy), key=lambda item: item[0]):
+            tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # DTensor: the local shard
+            tensor = tensor.detach().contiguous().cpu()
+            hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+            hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return hasher.hexdigest()
+
 
 class FrozenCopyReference(ReferencePolicy):
     """A separate frozen model (by default an in-memory copy of the initial policy), in eval mode."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model.eval().requires_grad_(False)
+        self.model: torch.nn.Module | None = model.eval().requires_grad_(False)
 
     def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
         with torch.no_grad():
@@ -37,15 +81,168 @@ class FrozenCopyReference(ReferencePolicy):
         self.model.to(device)
         return self
 
+    def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from _named_tensors(self.model)
+
+    def fingerprint(self, policy: torch.nn.Module) -> str:
+        return super().fingerprint(self.model)
+
+    def release(self, policy: torch.nn.Module) -> None:
+        self.model = None
+
 
 class AdapterDisabledReference(ReferencePolicy):
     """The policy itself with its PEFT adapters disabled: the base model, with no second copy of weights."""
 
     def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
-        was_training = policy.training
-        policy.eval()  # the reference never sees dropout
-        try:
-            with torch.no_grad(), extract_model_from_parallel(policy).disable_adapter():
+        with _eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
+            return sequence_logps(policy, batch, chunk_size).logps
+
+    def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        adapters = set(_peft_model(policy).peft_config)
+        return ((n, t) for n, t in _named_tensors(policy) if not _adapter_of(n, adapters))
+
+
+class AdapterSnapshotReference(ReferencePolicy):
+    """An already-adapted ``PeftModel`` as it was at the start: base + a frozen copy of the initial adapter.
+
+    The copy is added to the model as the adapter ``"reference"`` (adapter weights only, never the base);
+    ``logps`` activates it with ``set_adapter`` for the reference forward and re-activates the trained
+    adapter afterwards. Checkpoints and the final save contain only the trained adapter.
+    """
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        peft_model = _peft_model(policy)
+        self.adapter = peft_model.active_adapter
+        if not isinstance(self.adapter, str):
+            raise ValueError(
+                f"the PeftModel has several active adapters {self.adapter}; activate exactly one"
+            )
+        if REFERENCE_ADAPTER in peft_model.peft_config:
+            raise ValueError(
+                f"the PeftModel already has an adapter named {REFERENCE_ADAPTER!r}, which hf_dpo uses for"
+                " the frozen reference snapshot; delete or rename it (model.delete_adapter) before training"
+            )
+        config = copy.deepcopy(peft_model.peft_config[self.adapter])
+        config.inference_mode = True
+        peft_model.add_adapter(REFERENCE_ADAPTER, config)
+        tensors = dict(_named_tensors(peft_model))
+        copied = 0
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                if _adapter_of(name, {REFERENCE_ADAPTER}):
+                    source = tensors.get(_rename_adapter(name, REFERENCE_ADAPTER, self.adapter))
+                    if source is None:
+                        raise RuntimeError(f"cannot find the trained adapter's tensor for {name}")
+                    tensor.copy_(source)
+                    tensor.requires_grad_(False)
+                    copied += 1
+        if copied == 0:
+            raise ValueError(f"adapter {self.adapter!r} has no weights that could be copied as the reference")
+        peft_model.set_adapter(self.adapter)  # keeps the trained adapter trainable, the snapshot frozen
+
+    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
+        peft_model = _peft_model(policy)
+        with _eval_no_grad(policy):
+            peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+            try:
                 return sequence_logps(policy, batch, chunk_size).logps
+            finally:
+                peft_model.set_adapter(self.adapter)
+
+    def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        peft_model = _peft_model(policy)
+        others = set(peft_model.peft_config) - {REFERENCE_ADAPTER}
+        return ((n, t) for n, t in _named_tensors(policy) if not _adapter_of(n, others))
+
+    def release(self, policy: torch.nn.Module) -> None:
+        _peft_model(policy).delete_adapter(REFERENCE_ADAPTER)
+        _peft_model(policy).set_adapter(self.adapter)
+
+    @contextlib.contextmanager
+    def hidden_from_save(self, policy: torch.nn.Module) -> Iterator[None]:
+        configs = _peft_model(policy).peft_config
+        snapshot = configs.pop(REFERENCE_ADAPTER, None)
+        try:
+            yield
         finally:
-            policy.train(was_training)
+            if snapshot is not None:
+                configs[REFERENCE_ADAPTER] = snapshot
+
+
+class PrecomputedReference(ReferencePolicy):
+    """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``."""
+
+    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
+        raise ValueError(
+            "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
+            "True dropped the reference model. Pass every eval dataset to DPOTrainer(eval_dataset=...) so "
+            "its reference log-probs are precomputed, or add the columns with hf_dpo.precompute."
+        )
+
+
+def make_reference(
+    policy: torch.nn.Module, ref_model: torch.nn.Module | None, fresh_adapter: bool
+) -> ReferencePolicy:
+    """The reference for ``policy``: ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh
+    adapter) or the initial adapter snapshot (an already-adapted ``PeftModel``); else a frozen deep copy."""
+    is_peft = _is_peft(policy)
+    if ref_model is not None:
+        if _is_peft(ref_model):
+            raise ValueError(
+                "ref_model must be a plain model, not a PeftModel; merge it first (merge_and_unload)"
+            )
+        return FrozenCopyReference(ref_model)
+    if is_peft:
+        return AdapterDisabledReference() if fresh_adapter else AdapterSnapshotReference(policy)
+    return FrozenCopyReference(copy.deepcopy(policy))
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _eval_no_grad(policy: torch.nn.Module) -> Iterator[None]:
+    """The reference forward never sees dropout and records no graph; the training mode is restored."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        policy.train(was_training)
+
+
+def _is_peft(model: torch.nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(extract_model_from_parallel(model), PeftModel)
+
+
+def _peft_model(policy: torch.nn.Module) -> Any:
+    model = extract_model_from_parallel(policy)
+    if not _is_peft(model):
+        raise TypeError(f"expected a peft.PeftModel, got {type(model).__name__}")
+    return model
+
+
+def _unwrap_to_lm(model: torch.nn.Module) -> torch.nn.Module:
+    model = extract_model_from_parallel(model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Parameters and buffers (shared tensors once)."""
+    model = extract_model_from_parallel(model)
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def _adapter_of(name: str, adapters: set[str]) -> bool:
+    """True if tensor ``name`` belongs to one of ``adapters`` (PEFT names them ``...<kind>.<adapter>.*``)."""
+    parts = name.split(".")
+    return any(part in adapters for part in parts[:-1]) or parts[-1] in adapters
+
+
+def _rename_adapter(name: str, old: str, new: str) -> str:
+    return ".".join(new if part == old else part for part in name.split("."))

@@ -52,7 +52,8 @@ def _check_text(value: Any, index: int, field: str) -> str:
 def _check_messages(value: Any, index: int, field: str) -> list[Message]:
     fix = 'use a list of {"role": ..., "content": str} messages'
     if not isinstance(value, (list, tuple)) or not value:
-        raise _row_error(index, field, "expected a non-empty list of messages", fix)
+        got = type(value).__name__ if value or isinstance(value, (int, float)) else "an empty value"
+        raise _row_error(index, field, f"expected text or a non-empty list of messages, got {got}", fix)
     for i, message in enumerate(value):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise _row_error(index, field, f"message {i} has no string 'role'", fix)
@@ -66,7 +67,9 @@ def _reply(value: Any, index: int, field: str) -> Message:
     messages = _check_messages([value] if isinstance(value, Mapping) else value, index, field)
     if len(messages) != 1 or messages[0]["role"] != "assistant":
         raise _row_error(
-            index, field, f"expected exactly one assistant message, got roles {[m['role'] for m in messages]}",
+            index,
+            field,
+            f"expected exactly one assistant message, got roles {[m['role'] for m in messages]}",
             'put earlier turns in "prompt" and keep only [{"role": "assistant", "content": ...}] here',
         )
     if not messages[0]["content"].strip():
@@ -87,27 +90,37 @@ def split_row(row: Mapping[str, Any], index: int) -> tuple[str | list[Message], 
             if chosen != rejected:
                 cut = max(shared.rfind(" "), shared.rfind("\n"))
                 shared = shared[: cut if cut > 0 else 0]
-            return shared, chosen[len(shared):], rejected[len(shared):]
+            return shared, chosen[len(shared) :], rejected[len(shared) :]
         chosen_msgs = _check_messages(chosen, index, "chosen")
         rejected_msgs = _check_messages(rejected, index, "rejected")
         n = 0
         while n < min(len(chosen_msgs), len(rejected_msgs)) - 1 and chosen_msgs[n] == rejected_msgs[n]:
             n += 1
-        return (chosen_msgs[:n], _reply(chosen_msgs[n:], index, "chosen"), _reply(rejected_msgs[n:], index, "rejected"))
-    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
-        return _check_text(prompt, index, "prompt"), _check_text(chosen, index, "chosen"), _check_text(
-            rejected, index, "rejected"
+        return (
+            chosen_msgs[:n],
+            _reply(chosen_msgs[n:], index, "chosen"),
+            _reply(rejected_msgs[n:], index, "rejected"),
         )
-    messages = [{"role": "user", "content": _check_text(prompt, index, "prompt")}] if isinstance(prompt, str) else (
-        _check_messages(prompt, index, "prompt")
+    if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
+        return (
+            _check_text(prompt, index, "prompt"),
+            _check_text(chosen, index, "chosen"),
+            _check_text(rejected, index, "rejected"),
+        )
+    messages = (
+        [{"role": "user", "content": _check_text(prompt, index, "prompt")}]
+        if isinstance(prompt, str)
+        else (_check_messages(prompt, index, "prompt"))
     )
     as_reply = {"role": "assistant", "content": ""}
     return (
         messages,
-        {**as_reply, "content": _check_text(chosen, index, "chosen")} if isinstance(chosen, str) else _reply(
-            chosen, index, "chosen"),
-        {**as_reply, "content": _check_text(rejected, index, "rejected")} if isinstance(rejected, str) else _reply(
-            rejected, index, "rejected"),
+        {**as_reply, "content": _check_text(chosen, index, "chosen")}
+        if isinstance(chosen, str)
+        else _reply(chosen, index, "chosen"),
+        {**as_reply, "content": _check_text(rejected, index, "rejected")}
+        if isinstance(rejected, str)
+        else _reply(rejected, index, "rejected"),
     )
 
 
@@ -116,15 +129,45 @@ def is_conversational(row: Mapping[str, Any]) -> bool:
     return not isinstance(row.get("chosen"), str)
 
 
-def _encode_text(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> tuple[list[int], list[int], list[int]]:
+def _encode_text(
+    tokenizer: Any, prompt: str, chosen: str, rejected: str
+) -> tuple[list[int], list[int], list[int]]:
     eos = [tokenizer.eos_token_id]
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return tokenizer(prompt)["input_ids"] if prompt else _bos(tokenizer), encode(chosen) + eos, encode(rejected) + eos
+    return (
+        tokenizer(prompt)["input_ids"] if prompt else _bos(tokenizer),
+        encode(chosen) + eos,
+        encode(rejected) + eos,
+    )
 
 
 def _bos(tokenizer: Any) -> list[int]:
     """The ids the tokenizer adds before any text (e.g. BOS); empty for tokenizers that add none."""
     return tokenizer("")["input_ids"]
+
+
+def select_renderer(first_row: Mapping[str, Any], tokenizer: Any, renderer_name: str | None) -> Any | None:
+    """The chat renderer to use: the named one, or the default for conversational rows; None (raw text)
+    for text rows when no renderer is named."""
+    if renderer_name is None and not is_conversational(first_row):
+        return None
+    from .renderers import get_renderer
+
+    return get_renderer(renderer_name, tokenizer)
+
+
+def _as_conversation(prompt: str | list[Message]) -> list[Message]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def encode_prompt(prompt: str | list[Message], tokenizer: Any, renderer: Any | None) -> list[int]:
+    """Prompt token ids exactly as the model is fed them (raw text with the tokenizer's special tokens, or
+    the rendered conversation ending with the generation prompt)."""
+    if renderer is None:
+        if not isinstance(prompt, str):
+            raise ValueError("conversational prompt but no renderer; pass renderer_name")
+        return list(tokenizer(prompt)["input_ids"]) if prompt else _bos(tokenizer)
+    return list(renderer.encode_prompt(_as_conversation(prompt)))
 
 
 def tokenize_row(
@@ -137,7 +180,8 @@ def tokenize_row(
 ) -> dict[str, list[int]] | str:
     """Token ids of one pair after truncation, or the skip reason (see module docstring).
 
-    ``renderer`` (``hf_dpo.renderers.Renderer``) renders conversations; with None, rows must be text.
+    ``renderer`` (``hf_dpo.renderers.Renderer``, see ``select_renderer``) renders conversations; with None,
+    rows must be text.
     """
     prompt, chosen, rejected = split_row(row, index)
     if renderer is None and isinstance(prompt, str):
@@ -146,7 +190,7 @@ def tokenize_row(
         if renderer is None:
             raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
         if isinstance(prompt, str):
-            prompt = [{"role": "user", "content": prompt}] if prompt else []
+            prompt = _as_conversation(prompt) if prompt else []
             chosen = {"role": "assistant", "content": chosen}
             rejected = {"role": "assistant", "content": rejected}
         try:
@@ -155,6 +199,13 @@ def tokenize_row(
             rejected_ids = renderer.encode_completion(prompt, rejected)
         except ValueError as err:
             raise ValueError(f"row {index}: {err}") from err
+    if not prompt_ids:
+        raise _row_error(
+            index,
+            "prompt",
+            "the prompt encodes to no tokens, so the first completion token has no context",
+            "give the row a prompt, or use a tokenizer that adds a BOS token",
+        )
     if chosen_ids == rejected_ids:
         return "chosen_equals_rejected"
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
@@ -167,7 +218,11 @@ def tokenize_row(
         if room < 1:
             return "prompt_too_long"
         chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
-    return {"prompt_ids": list(prompt_ids), "chosen_ids": list(chosen_ids), "rejected_ids": list(rejected_ids)}
+    return {
+        "prompt_ids": list(prompt_ids),
+        "chosen_ids": list(chosen_ids),
+        "rejected_ids": list(rejected_ids),
+    }
 
 
 def tokenize_dataset(
@@ -200,7 +255,11 @@ def tokenize_dataset(
 
     removed = [c for c in dataset.column_names if c not in keep]
     tokenized = dataset.map(
-        encode_batch, with_indices=True, batched=True, remove_columns=removed, num_proc=num_proc,
+        encode_batch,
+        with_indices=True,
+        batched=True,
+        remove_columns=removed,
+        num_proc=num_proc,
         desc=f"Tokenizing {split_name} pairs",
     )
     skips = Counter(r for r in tokenized["skip_reason"] if r)
@@ -208,8 +267,12 @@ def tokenize_dataset(
         total = sum(skips.values())
         detail = ", ".join(f"{reason}={count}" for reason, count in sorted(skips.items()))
         logger.warning("hf_dpo: skipped %d of %d %s pairs (%s)", total, len(dataset), split_name, detail)
-        tokenized = tokenized.filter(lambda reasons: [r == "" for r in reasons], input_columns="skip_reason",
-                                     batched=True, num_proc=num_proc)
+        tokenized = tokenized.filter(
+            lambda reasons: [r == "" for r in reasons],
+            input_columns="skip_reason",
+            batched=True,
+            num_proc=num_proc,
+        )
     if len(tokenized) == 0:
         raise ValueError(f"no {split_name} pairs left after tokenization (skipped: {dict(skips)})")
     return tokenized.remove_columns("skip_reason"), skips

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import logging
+import os
 import time
 from typing import Any
 
@@ -11,14 +11,18 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, PreTrainedModel, Trainer
 
+from .adapters import check_quantization_support, prepare_peft_model, save_merged_model
 from .collator import DPODataCollator, pad_token_id_for
 from .config import DPOConfig
 from .forward import sequence_logps
+from .layouts import choose_layout
 from .losses import PreferenceLogps, dpo_loss, sft_loss
 from .metrics import MetricSums, batch_sums, summarize
-from .modeling import disable_dropout, load_causal_lm
-from .reference import AdapterDisabledReference, FrozenCopyReference, ReferencePolicy
-from .tokenization import TOKEN_COLUMNS, is_conversational, tokenize_dataset
+from .modeling import disable_dropout, load_causal_lm, load_tokenizer
+from .precompute import precompute_reference
+from .ref_sync import RefSyncCallback
+from .reference import make_reference
+from .tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
 
 logger = logging.getLogger("hf_dpo")
 
@@ -35,7 +39,7 @@ class DPOTrainer(Trainer):
         train_dataset, eval_dataset: rows with ``prompt``/``chosen``/``rejected`` (text or conversational;
             see ``hf_dpo.tokenization``) or already tokenized ``prompt_ids``/``chosen_ids``/``rejected_ids``.
         processing_class: the tokenizer (loaded from ``model`` if None).
-        data_collator: defaults to ``DPODataCollator`` with ``args.batch_layout``.
+        data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``.
         peft_config: a ``peft.PeftConfig``; the model is wrapped with ``get_peft_model``.
         Other keyword arguments go to ``Trainer`` unchanged.
     """
@@ -57,68 +61,88 @@ class DPOTrainer(Trainer):
             raise TypeError(f"args must be a DPOConfig, got {type(args).__name__}")
         init_kwargs = args.model_init_kwargs or {}
         if isinstance(model, str):
-            processing_class = processing_class or _load_tokenizer(model)
+            check_quantization_support(init_kwargs)
+            processing_class = processing_class or load_tokenizer(model)
             model = load_causal_lm(model, **init_kwargs)
         if isinstance(ref_model, str):
             ref_model = load_causal_lm(ref_model, **init_kwargs)
         processing_class = processing_class or AutoTokenizer.from_pretrained(model.name_or_path)
         if processing_class.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+        model, fresh_adapter = prepare_peft_model(model, peft_config, bool(args.activation_checkpointing))
+        if args.save_merged_model and not hasattr(model, "merge_and_unload"):
+            raise ValueError("save_merged_model=True needs a PEFT model (pass peft_config); set it to False")
         if args.disable_dropout:
             disable_dropout(model)
             if ref_model is not None:
                 disable_dropout(ref_model)
-        self.reference = self._make_reference(model, ref_model)
+        self.reference = make_reference(model, ref_model, fresh_adapter)
 
         train_dataset = self._tokenize(train_dataset, processing_class, args, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self._tokenize(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()}
+            eval_dataset = {
+                k: self._tokenize(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()
+            }
         else:
             eval_dataset = self._tokenize(eval_dataset, processing_class, args, "eval")
         if data_collator is None:
-            data_collator = DPODataCollator(pad_token_id_for(processing_class), args.batch_layout, args.pad_to_multiple_of)
+            pad_id = pad_token_id_for(processing_class)
+            layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
+            data_collator = DPODataCollator(pad_id, layout)
 
         super().__init__(
-            model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-            eval_dataset=eval_dataset, processing_class=processing_class, **kwargs,
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
         )
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
         self.reference = self.reference.to(self.accelerator.device)
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if sharded and getattr(self.reference, "model", None) is not None:
+            from .distributed import prepare_frozen_model  # shard the frozen reference like the policy
+
+            self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
+        if args.precompute_ref_log_probs:
+            self.reference = precompute_reference(self)
+        if args.sync_ref_model:
+            sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
+            self.add_callback(sync)
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
         self._last_log = (0, time.perf_counter())
 
     @staticmethod
-    def _make_reference(model: torch.nn.Module, ref_model: torch.nn.Module | None) -> ReferencePolicy:
-        if ref_model is not None:
-            return FrozenCopyReference(ref_model)
-        if hasattr(model, "disable_adapter"):
-            return AdapterDisabledReference()
-        return FrozenCopyReference(copy.deepcopy(model))
-
-    @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
-        if dataset is None or isinstance(dataset, IterableDataset) or set(TOKEN_COLUMNS) <= set(dataset.column_names):
+        if (
+            dataset is None
+            or isinstance(dataset, IterableDataset)
+            or set(TOKEN_COLUMNS) <= set(dataset.column_names)
+        ):
             return dataset
         if len(dataset) == 0:
             raise ValueError(f"the {split} dataset is empty")
-        renderer = None
-        if args.renderer_name is not None or is_conversational(dataset[0]):
-            from .renderers import get_renderer
-
-            renderer = get_renderer(args.renderer_name, tokenizer)
+        renderer = select_renderer(dataset[0], tokenizer, args.renderer_name)
         with args.main_process_first(desc=f"tokenizing {split}"):
             tokenized, _ = tokenize_dataset(
-                dataset, tokenizer, renderer, args.max_length, args.max_prompt_length, args.dataset_num_proc, split
+                dataset,
+                tokenizer,
+                renderer,
+                args.max_length,
+                args.max_prompt_length,
+                args.dataset_num_proc,
+                split,
             )
         return tokenized
 
     # ---- loss ---------------------------------------------------------------------------------------------
     def compute_loss(
-        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean DPO loss of the batch. During training, per-pair losses are summed and divided by the pairs
@@ -134,36 +158,47 @@ class DPOTrainer(Trainer):
             ref = self.reference.logps(model, inputs, args.logprob_chunk_size)
             ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
         pc, pr = policy.chosen(num_pairs), policy.rejected(num_pairs)
-        out = dpo_loss(PreferenceLogps(pc, pr, ref_chosen, ref_rejected), args.beta, args.loss_type, args.label_smoothing)
+        out = dpo_loss(
+            PreferenceLogps(pc, pr, ref_chosen, ref_rejected), args.beta, args.loss_type, args.label_smoothing
+        )
         losses = out.losses
         if args.rpo_alpha:
             losses = losses + args.rpo_alpha * sft_loss(pc, policy.num_tokens[:num_pairs])
         mode = "train" if model.training else "eval"
-        self._metric_sums[mode].add(batch_sums(out, pc, pr, policy.num_tokens[:num_pairs], inputs["num_tokens"]))
+        self._metric_sums[mode].add(
+            batch_sums(out, pc, pr, policy.num_tokens[:num_pairs], inputs["num_tokens"])
+        )
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
             loss = losses.sum() / num_items_in_batch * self.accelerator.num_processes
-        return (loss, {"chosen_rewards": out.chosen_rewards, "rejected_rewards": out.rejected_rewards}) if (
-            return_outputs) else loss
+        if return_outputs:
+            return loss, {"chosen_rewards": out.chosen_rewards, "rejected_rewards": out.rejected_rewards}
+        return loss
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
         """Pairs in the whole optimizer step, summed over processes (one collective per step)."""
         pairs = torch.tensor(float(sum(b["num_pairs"] for b in batch_samples)), device=device)
         return self.accelerator.reduce(pairs, "sum") if self.accelerator.num_processes > 1 else pairs
 
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite DPO loss ({loss.item()}) at step {self.state.global_step}; training stopped before "
-                "the optimizer step so the weights are not corrupted. Lower learning_rate, check for empty or "
-                "extremely long completions, or use bf16 instead of fp16."
+                f"non-finite DPO loss ({loss.item()}) at step {self.state.global_step}; training stopped "
+                "before the optimizer step so the weights are not corrupted. Lower learning_rate, check for "
+                "empty or extremely long completions, or use bf16 instead of fp16."
             )
         return loss
 
     def prediction_step(
-        self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: Any = None
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: Any = None,
     ) -> tuple[torch.Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -171,14 +206,25 @@ class DPOTrainer(Trainer):
         return loss.detach(), None, None
 
     # ---- metrics ------------------------------------------------------------------------------------------
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict:
+        """``Trainer.evaluate`` plus the DPO metrics under ``metric_key_prefix`` and ``test/nll``."""
+        if not isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
+            self._metric_sums["eval"] = MetricSums()  # drop anything a predict() call left behind
+            self._eval_prefix = metric_key_prefix
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the DPO metrics (reduced across processes, one collective) to Trainer's train/eval logs."""
-        if any(k.startswith("eval_") for k in logs):
+        prefix = getattr(self, "_eval_prefix", "eval")
+        if f"{prefix}_loss" in logs:
             sums = self._metric_sums["eval"].reduce(self._all_reduce_sum, self.accelerator.device)
             metrics = summarize(sums, num_steps=1, with_nll=True)
-            logs.update({f"eval_{k}": v for k, v in metrics.items() if k != "test/nll"})
-            if "test/nll" in metrics:
-                logs["test/nll"] = logs["eval_nll"] = metrics["test/nll"]
+            logs.update({f"{prefix}_{k}": v for k, v in metrics.items() if k != "test/nll"})
+            if "test/nll" in metrics:  # eval -> test/nll; eval_<name> (dict of eval sets) -> test/<name>/nll
+                name = prefix.removeprefix("eval").lstrip("_")
+                logs[f"test/{name}/nll" if name else "test/nll"] = logs[f"{prefix}_nll"] = metrics["test/nll"]
         elif "loss" in logs:
             step, now = self.state.global_step, time.perf_counter()
             steps = max(step - self._last_log[0], 1)
@@ -189,14 +235,20 @@ class DPOTrainer(Trainer):
             self._last_log = (step, now)
         super().log(logs, start_time)
 
+    # ---- saving -------------------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        with self.reference.hidden_from_save(self.model):  # PEFT: write the trained adapter only
+            super()._save(output_dir, state_dict)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``; with ``save_merged_model`` also writes ``<output_dir>/merged`` at the end."""
+        output = super().train(*args, **kwargs)
+        if self.args.save_merged_model:
+            if self.args.should_save:
+                merged_dir = os.path.join(self.args.output_dir, "merged")
+                save_merged_model(self.model, merged_dir, self.processing_class)
+            self.accelerator.wait_for_everyone()
+        return output
+
     def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
-
-
-def _load_tokenizer(name_or_path: str) -> Any:
-    import os
-
-    if name_or_path.endswith(".gguf"):
-        directory = os.path.dirname(os.path.abspath(name_or_path))
-        return AutoTokenizer.from_pretrained(directory, gguf_file=os.path.basename(name_or_path))
-    return AutoTokenizer.from_pretrained(name_or_path)

@@ -1,0 +1,433 @@
+"""Side-by-side DPO training benchmark: hf_dpo (each batch layout) vs TRL's DPOTrainer, in one invocation.
+
+Both trainers get the same random-init model (saved once, loaded by each run), the same synthetic token data
+(identical token ids: TRL's text preprocessing is bypassed), the same batch, dtype, attention backend and
+gradient-checkpointing setting, and a frozen-copy reference model. Each run is a separate subprocess, so peak
+memory is per run (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak RSS of the process).
+
+Reported per run: median step time (wall time between consecutive optimizer steps, data loading and
+collation included, warm-up steps excluded), pairs/s, real tokens/s (prompt + chosen + rejected of each pair,
+each token counted once, the same numerator for every run), peak memory, the hf_dpo/TRL pairs/s ratio, MFU on
+GPU (8·N·tokens per step: 6N for the policy's forward+backward, 2N for the reference forward), and the
+correctness check: step-1 mean policy log-probs and step-2 loss (after one identical AdamW step) of each
+hf_dpo layout against TRL (the step-1 loss is ln 2 for every pair since policy = reference: a weak check).
+
+    pip install trl==1.16.0   # benchmark-only dependency (extra ``bench``)
+    python benchmarks/bench_vs_trl.py --shape tiny --length-scale 0.25 --steps 6      # CPU
+    python benchmarks/bench_vs_trl.py --shape qwen2.5-0.5b --dtype bf16 --steps 20     # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {
+    # Qwen2 architecture; "tiny" keeps a real 49k vocabulary (the SmolLM2 tokenizer's) with a small body.
+    "tiny": dict(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+}
+# Length profiles (prompt, response) in tokens before --length-scale.
+PROFILES = {
+    # The team's TRL measurement: uniform prompt 64-1024, each response 32-768.
+    "uniform": dict(kind="uniform", prompt=(64, 1024), response=(32, 768)),
+    # HH-RLHF-like: multi-turn prompts, short replies (log-normal medians ~ 150 / 70, SmolLM2 tokenizer).
+    "hh": dict(kind="lognormal", prompt=(150, 0.8, 16, 1024), response=(70, 0.9, 4, 512)),
+    # UltraFeedback-like: single-turn prompts, long replies (medians ~ 120 / 320).
+    "uf": dict(kind="lognormal", prompt=(120, 0.9, 8, 1024), response=(320, 0.6, 16, 1024)),
+}
+LAYOUTS = ("padded", "packed", "prefix_shared")
+SHARED_TOKENIZER = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-random-llama-smollm2-tokenizer"
+)
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+# ---- data & model ------------------------------------------------------------------------------------------
+
+
+def make_pairs(
+    profile: str, num_pairs: int, scale: float, vocab: int, seed: int
+) -> list[dict[str, list[int]]]:
+    import random
+
+    rng = random.Random(seed)
+    spec = PROFILES[profile]
+
+    def length(which: str) -> int:
+        if spec["kind"] == "uniform":
+            lo, hi = spec[which]
+            n = rng.randint(lo, hi)
+        else:
+            median, sigma, lo, hi = spec[which]
+            n = min(hi, max(lo, round(math.exp(rng.gauss(math.log(median), sigma)))))
+        return max(1, round(n * scale))
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(3, vocab) for _ in range(n)]
+
+    return [
+        {
+            "prompt_ids": ids(length("prompt")),
+            "chosen_ids": ids(length("response")),
+            "rejected_ids": ids(length("response")),
+        }
+        for _ in range(num_pairs)
+    ]
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if SHARED_TOKENIZER.exists():
+        tok = AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
+    else:  # a stand-in with pad/eos only: the data is already token ids
+        from tokenizers import Tokenizer, models
+
+        tok = PreTrainedTokenizerFast(
+            tokenizer_object=Tokenizer(
+                models.WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>")
+            ),
+            pad_token="<pad>",
+            eos_token="<eos>",
+            unk_token="<unk>",
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def save_model(shape: str, path: str, seed: int) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, use_sliding_window=False)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+
+
+# ---- one run (subprocess) ----------------------------------------------------------------------------------
+
+
+def worker(spec: dict) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    cuda = torch.cuda.is_available()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
+    pairs = json.loads(Path(spec["data"]).read_text())
+    dataset = Dataset.from_list(pairs)
+    tokenizer = load_tokenizer()
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(
+            spec["model"], dtype=dtype, attn_implementation=spec["attn"]
+        )
+
+    common = dict(
+        output_dir=spec["out"],
+        per_device_train_batch_size=spec["batch"],
+        max_steps=spec["steps"],
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=spec["gc"],
+        use_cpu=not cuda,
+        seed=spec["seed"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        beta=0.1,
+        max_length=None,
+        remove_unused_columns=False,
+    )
+
+    class Probe(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.cpu: list[float] = []
+            self.logs: list[dict] = []
+
+        def on_train_begin(self, *args, **kwargs):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            self.ends.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+        def on_step_end(self, *args, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+            self.cpu.append(time.process_time())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.logs.append(dict(logs))
+
+    probe = Probe()
+    if spec["impl"] == "trl":
+        import trl
+
+        class TokenizedDPOTrainer(trl.DPOTrainer):
+            """TRL's trainer fed the same token ids (its text preprocessing skipped; its collator is used)."""
+
+            def _prepare_dataset(self, dataset, *args, **kwargs):
+                return dataset
+
+        args = (
+            trl.DPOConfig(**common, max_prompt_length=None)
+            if "max_prompt_length" in trl.DPOConfig.__dataclass_fields__
+            else trl.DPOConfig(**common)
+        )
+        trainer = TokenizedDPOTrainer(
+            model=load(),
+            ref_model=load(),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[probe],
+        )
+        layout = "trl"
+    else:
+        from hf_dpo import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**common, max_prompt_length=None, batch_layout=spec["layout"])
+        trainer = DPOTrainer(
+            model=load(),
+            ref_model=load(),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[probe],
+        )
+        layout = trainer.data_collator.layout.name
+        row_tokens = getattr(trainer.data_collator.layout, "row_tokens", None)
+        layout += f"[{row_tokens}]" if row_tokens else ""
+    if spec.get("profile_dir"):
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            trainer.train()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        Path(spec["profile_dir"], f"{spec['name']}.txt").write_text(table)
+    else:
+        trainer.train()
+    steps = [b - a for a, b in zip(probe.ends, probe.ends[1:], strict=False)][spec["warmup"] :]
+    cpu_steps = [b - a for a, b in zip(probe.cpu, probe.cpu[1:], strict=False)][spec["warmup"] :]
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    logps_key = "logps/chosen"
+    return {
+        "layout": layout,
+        "median_step_s": statistics.median(steps),
+        "median_step_cpu_s": statistics.median(cpu_steps),
+        "step1_loss": probe.logs[0]["loss"],
+        "peak_gib": peak,
+        "step1_logps_chosen": probe.logs[0].get(logps_key),
+        "step1_logps_rejected": probe.logs[0].get("logps/rejected"),
+        "step2_loss": probe.logs[1]["loss"] if len(probe.logs) > 1 else None,
+        "device": torch.cuda.get_device_name()
+        if cuda
+        else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
+    }
+
+
+# ---- driver ------------------------------------------------------------------------------------------------
+
+
+def run_one(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout)[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--profiles", default="uniform,hh,uf", help=f"comma list of {', '.join(PROFILES)}")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
+    parser.add_argument("--length-scale", type=float, default=1.0, help="multiply all lengths (CPU: 0.25)")
+    parser.add_argument("--pairs-per-step", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run, warm-up included")
+    parser.add_argument("--warmup", type=int, default=1, help="steps left out of the median")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--attn", default="sdpa", help="attn_implementation for both trainers")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per run (default: torch's)"
+    )
+    parser.add_argument("--profile-dir", default=None, help="write a torch.profiler table per run here")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    if cli.worker:
+        print(json.dumps(worker(json.loads(cli.worker))))
+        return
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(cli.shape, f"{tmp}/model", cli.seed)
+        from transformers import AutoConfig
+
+        n_params = _num_params(f"{tmp}/model")
+        vocab = AutoConfig.from_pretrained(f"{tmp}/model").vocab_size
+        vocab = min(vocab, len(load_tokenizer()))
+        for profile in cli.profiles.split(","):
+            pairs = make_pairs(profile, cli.pairs_per_step * cli.steps, cli.length_scale, vocab, cli.seed)
+            data = f"{tmp}/{profile}.json"
+            Path(data).write_text(json.dumps(pairs))
+            tokens_per_step = (
+                sum(len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
+                / cli.steps
+            )
+            base = dict(
+                model=f"{tmp}/model",
+                data=data,
+                dtype=cli.dtype,
+                attn=cli.attn,
+                batch=cli.pairs_per_step,
+                steps=cli.steps,
+                warmup=cli.warmup,
+                gc=cli.gradient_checkpointing,
+                seed=cli.seed,
+                out=f"{tmp}/out",
+                profile_dir=cli.profile_dir,
+                threads=cli.threads,
+            )
+            runs = [("trl", None)] + [("hf_dpo", layout) for layout in cli.layouts.split(",")]
+            rows = {}
+            for impl, layout in runs:
+                name = f"{profile}-{impl}-{layout or 'trl'}"
+                t0 = time.perf_counter()
+                res = run_one({**base, "impl": impl, "layout": layout, "name": name})
+                res.update(
+                    profile=profile,
+                    impl=impl,
+                    requested=layout or "-",
+                    wall_s=time.perf_counter() - t0,
+                    tokens_per_step=tokens_per_step,
+                )
+                if "error" not in res:
+                    res["pairs_per_s"] = cli.pairs_per_step / res["median_step_s"]
+                    res["pairs_per_cpu_s"] = cli.pairs_per_step / res["median_step_cpu_s"]
+                    res["tokens_per_s"] = tokens_per_step / res["median_step_s"]
+                    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in res["device"]), None)
+                    res["mfu"] = (
+                        8 * n_params * res["tokens_per_s"] / peak if peak and cli.dtype == "bf16" else None
+                    )
+                rows[name] = res
+                results.append(res)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {name}: "
+                    + (
+                        res["error"].splitlines()[-1]
+                        if "error" in res
+                        else f"{res['median_step_s']:.3f} s/step"
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            trl_row = rows[f"{profile}-trl-trl"]
+            for res in rows.values():
+                if "error" in res or "error" in trl_row:
+                    continue
+                res["ratio_vs_trl"] = res["pairs_per_s"] / trl_row["pairs_per_s"]
+                res["cpu_ratio_vs_trl"] = res["pairs_per_cpu_s"] / trl_row["pairs_per_cpu_s"]
+                for key in ("step1_loss", "step1_logps_chosen", "step1_logps_rejected", "step2_loss"):
+                    if res.get(key) is not None and trl_row.get(key) is not None:
+                        res[f"{key}_diff"] = abs(res[key] - trl_row[key])
+    print(render(results, cli, n_params))
+    if cli.json:
+        Path(cli.json).write_text(json.dumps(results, indent=1))
+
+
+def _num_params(path: str) -> int:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def render(results: list[dict], cli: argparse.Namespace, n_params: int) -> str:
+    device = next((r["device"] for r in results if "device" in r), "?")
+    mem = "peak GPU mem GiB" if "CPU" not in device else "peak RSS GiB"
+    lines = [
+        f"shape={cli.shape} ({n_params / 1e6:.1f}M params), dtype={cli.dtype}, attn={cli.attn}, "
+        f"gradient_checkpointing={cli.gradient_checkpointing}, {cli.pairs_per_step} pairs/step, "
+        f"length_scale={cli.length_scale}, steps={cli.steps} (median of the last {cli.steps - cli.warmup}), "
+        f"device: {device}",
+        "",
+        "| profile | trainer | layout | step s (wall) | pairs/s | real tokens/s | vs TRL (wall) | step CPU-s "
+        f"| vs TRL (CPU) | {mem} | MFU | Δ step-1 loss | Δ step-1 logps/chosen | Δ step-2 loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            last = r["error"].strip().splitlines()[-1][:100]
+            lines.append(f"| {r['profile']} | {r['impl']} | {r['requested']} | error: {last} |" + " |" * 10)
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
+
+        diffs = [
+            "-" if r["impl"] == "trl" or r.get(f"{k}_diff") is None else f"{r[f'{k}_diff']:.1e}"
+            for k in ("step1_loss", "step1_logps_chosen", "step2_loss")
+        ]
+        wall_ratio, cpu_ratio = r.get("ratio_vs_trl", float("nan")), r.get("cpu_ratio_vs_trl", float("nan"))
+        cells = [
+            r["profile"],
+            r["impl"],
+            r["layout"],
+            f"{r['median_step_s']:.2f}",
+            f"{r['pairs_per_s']:.2f}",
+            f"{r['tokens_per_s']:.0f}",
+            f"{wall_ratio:.2f}x",
+            f"{r['median_step_cpu_s']:.2f}",
+            f"{cpu_ratio:.2f}x",
+            f"{r['peak_gib']:.2f}",
+            mfu,
+            *diffs,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""PEFT adapters around the policy: wrapping (LoRA / QLoRA), checks, and the merged-model export."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+from typing import Any
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+
+logger = logging.getLogger("hf_dpo")
+
+
+def wants_quantization(model_init_kwargs: dict[str, Any] | None) -> bool:
+    """True if ``model_init_kwargs`` asks ``from_pretrained`` for a bitsandbytes 4-/8-bit base (QLoRA)."""
+    qconfig = (model_init_kwargs or {}).get("quantization_config")
+    if qconfig is None:
+        return any((model_init_kwargs or {}).get(k) for k in ("load_in_4bit", "load_in_8bit"))
+    if isinstance(qconfig, dict):
+        return bool(qconfig.get("load_in_4bit") or qconfig.get("load_in_8bit"))
+    return type(qconfig).__name__ == "BitsAndBytesConfig"
+
+
+def check_quantization_support(model_init_kwargs: dict[str, Any] | None) -> None:
+    """Raise a clear error if a bitsandbytes base is requested where bitsandbytes or a GPU is missing."""
+    if not wants_quantization(model_init_kwargs):
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            "model_init_kwargs asks for a bitsandbytes-quantized base (QLoRA), but bitsandbytes is not "
+            "installed. Fix: `pip install bitsandbytes` on a machine with a CUDA GPU, or drop "
+            "quantization_config to train LoRA on a float base."
+        )
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "model_init_kwargs asks for a bitsandbytes-quantized base (QLoRA), which needs a CUDA GPU, and "
+            "none is available. Fix: run on a GPU, or drop quantization_config to train LoRA on a float base."
+        )
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    model = extract_model_from_parallel(model)
+    return bool(
+        getattr(model, "is_loaded_in_4bit", False)
+        or getattr(model, "is_loaded_in_8bit", False)
+        or getattr(model, "hf_quantizer", None) is not None
+    )
+
+
+def prepare_peft_model(
+    model: torch.nn.Module, peft_config: Any, gradient_checkpointing: bool
+) -> tuple[Any, bool]:
+    """Wrap ``model`` for adapter training. Returns ``(model, fresh_adapter)``.
+
+    - ``peft_config`` given: a new adapter (``get_peft_model``); a quantized base is first prepared with
+      ``peft.prepare_model_for_kbit_training``. ``fresh_adapter`` is True.
+    - ``model`` already a ``PeftModel``: trained as is (its active adapter must be trainable).
+    - a quantized base without ``peft_config``: error (4-/8-bit weights cannot be trained directly).
+    With gradient checkpointing, the input embeddings are made to require grad so that gradients reach the
+    adapters through checkpointed (re-entrant) blocks whose frozen inputs would otherwise cut the graph.
+    """
+    try:
+        from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+    except ImportError:
+        if peft_config is not None:
+            raise ImportError("peft_config needs the peft package: `pip install peft`") from None
+        return model, False
+    if isinstance(model, PeftModel):
+        if peft_config is not None:
+            raise ValueError(
+                "model is already a PeftModel and peft_config was also given. Pass peft_config=None to keep "
+                "training the existing adapter, or pass the base model (e.g. model.merge_and_unload()) with "
+                "peft_config to train a new one."
+            )
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                "the PeftModel has no trainable parameters (PeftModel.from_pretrained loads adapters frozen "
+                "by default), so its adapter would never train. Fix: load it with "
+                "PeftModel.from_pretrained(base, path, is_trainable=True)."
+            )
+        fresh = False
+    elif peft_config is not None:
+        if is_quantized(model):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = get_peft_model(model, peft_config)
+        fresh = True
+    else:
+        if is_quantized(model):
+            raise ValueError(
+                "the model is 4-/8-bit quantized and cannot be fully fine-tuned; pass peft_config (e.g. "
+                "LoraConfig(target_modules='all-linear')) to train adapters on it (QLoRA)"
+            )
+        return model, False
+    if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    return model, fresh
+
+
+def save_merged_model(model: torch.nn.Module, output_dir: str, tokenizer: Any = None) -> str:
+    """Write ``model``'s base with its active adapter merged in (a plain ``from_pretrained`` checkpoint).
+
+    The merge runs on a copy, so the trainer's ``PeftModel`` is left untouched. Returns ``output_dir``.
+    """
+    from .reference import REFERENCE_ADAPTER
+
+    peft_model = extract_model_from_parallel(model)
+    if is_quantized(peft_model):
+        raise ValueError(
+            "save_merged_model cannot merge into a 4-/8-bit base; the adapter was saved. Merge offline: load "
+            "the base in bf16/fp32, then PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()"
+        )
+    merged = copy.deepcopy(peft_model)
+    if REFERENCE_ADAPTER in merged.peft_config:
+        merged.delete_adapter(REFERENCE_ADAPTER)
+    merged = merged.merge_and_unload()
+    os.makedirs(output_dir, exist_ok=True)
+    merged.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    logger.info("saved the merged model to %s", output_dir)
+    return output_dir

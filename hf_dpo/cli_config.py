@@ -1,0 +1,348 @@
+"""Typed run configs from a YAML file plus ``key=value`` command-line overrides.
+
+``load_config(MyConfig, ["run.yaml", "learning_rate=5e-7", "peft.r=16"])`` reads the (optional) YAML file,
+applies the overrides (they win; dotted keys reach into nested sections and dict fields), converts every
+value to the type the dataclass field declares, and builds ``MyConfig``. Unknown keys and bad values raise
+``ConfigError`` naming the key and the closest valid key. ``save_config`` writes a config back as YAML that
+``load_config`` reads to the same value.
+
+A dataclass may declare ``__config_aliases__: ClassVar[dict[str, str]] = {"alias": "field"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+_NULLS = {"null", "none", "~", ""}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class ConfigError(ValueError):
+    """A config problem the user fixes in the YAML file or on the command line."""
+
+
+class _Raw(str):
+    """A value typed on the command line (still text), as opposed to one already parsed from YAML."""
+
+
+def parse_argv(argv: list[str]) -> tuple[str | None, dict[str, str]]:
+    """Split ``[config.yaml] key=value ...`` into the YAML path (or None) and the ordered overrides."""
+    path, overrides = None, {}
+    for i, arg in enumerate(argv):
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            key = key.strip().lstrip("-").replace("-", "_")
+            if not key:
+                raise ConfigError(f"argument {arg!r} has no key; write key=value, e.g. learning_rate=1e-6")
+            overrides[key] = value
+        elif i == 0:
+            path = arg
+        else:
+            raise ConfigError(
+                f"argument {arg!r} is not key=value; only the first argument may be a YAML file "
+                "(e.g. `run.py config.yaml learning_rate=1e-6 dpo_beta=0.1`)"
+            )
+    return path, overrides
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: {str(path)!r}. Pass an existing YAML file as the first argument "
+            "(see yaml_configs/), or give only key=value options."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of key: value, got {type(data).__name__}"
+        )
+    return data
+
+
+def load_config(config_cls: type[T], argv: list[str]) -> T:
+    """Build ``config_cls`` from ``[config.yaml] key=value ...`` (overrides win over the file)."""
+    path, overrides = parse_argv(list(argv))
+    data = read_yaml(path) if path is not None else {}
+    for key, value in overrides.items():
+        _set_dotted(data, key.split("."), _Raw(value))
+    return config_from_dict(config_cls, data)
+
+
+def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build a dataclass from a (nested) mapping, converting values to the declared field types."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"{config_cls!r} is not a dataclass")
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    hints = typing.get_type_hints(config_cls)
+    aliases: dict[str, str] = getattr(config_cls, "__config_aliases__", {})
+    kwargs: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # field name -> the key that set it (the field's name or an alias)
+    for key, value in data.items():
+        key = str(key)
+        name = aliases.get(key, key)
+        full = prefix + key
+        if name not in fields:
+            raise ConfigError(_unknown_key_message(full, prefix, list(fields) + list(aliases)))
+        if name in kwargs:
+            raise ConfigError(
+                f"config keys {spelled[name]!r} and {full!r} both set {prefix + name!r} (one is an alias "
+                "of the other); keep one"
+            )
+        spelled[name] = full
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(
+            f"missing required config key(s) {', '.join(prefix + m for m in missing)}; "
+            f"add e.g. {prefix + missing[0]}=... on the command line or in the YAML file"
+        )
+    try:
+        return config_cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        where = f" in section {prefix[:-1]!r}" if prefix else ""
+        raise ConfigError(f"invalid config{where}: {e}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The init fields of a dataclass as plain YAML-safe values (nested sections become mappings)."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+
+
+def save_config(config: Any, path: str | os.PathLike) -> None:
+    """Write ``config`` as YAML; ``load_config(type(config), [path])`` reads it back to an equal config."""
+    Path(path).write_text(
+        yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), "utf-8"
+    )
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+def _unknown_key_message(full: str, prefix: str, valid: list[str]) -> str:
+    leaf = full[len(prefix) :]
+    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
+    hint = (
+        f"did you mean {', '.join(repr(prefix + c) for c in close)}?"
+        if close
+        else (
+            f"valid keys{' in ' + repr(prefix[:-1]) if prefix else ''} include "
+            f"{', '.join(sorted(valid)[:12])}{', ...' if len(valid) > 12 else ''}"
+        )
+    )
+    return f"unknown config key {full!r}; {hint}"
+
+
+def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[parts[-1]] = value
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return str(value) if isinstance(value, _Raw) else value
+    return str(value)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce_value(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (as ``load_config`` read it) converted to type hint ``tp``; errors name ``key``."""
+    return _coerce(value, tp, key)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    try:
+        return _convert(value, tp, key)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"config key {key!r}: {str(value)!r} is not a valid {_type_name(tp)} ({e})"
+        ) from None
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return yaml.safe_load(value) if isinstance(value, _Raw) else value
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(value, args, key)
+    if origin is typing.Literal:
+        for option in args:
+            if value == option or (isinstance(value, str) and str(option) == value):
+                return option
+        raise ConfigError(f"config key {key!r}: {str(value)!r} is not one of {', '.join(map(repr, args))}")
+    if tp is type(None):
+        if value is None or (isinstance(value, _Raw) and value.strip().lower() in _NULLS):
+            return None
+        raise ValueError("expected null")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            value = {} if text in _TRUE or text == "{}" else yaml.safe_load(value)
+        if value is True:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} is a section; give its keys, e.g. {key}.<name>=value")
+        return config_from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError("expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer, got a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError("expected an integer")
+        return int(number)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, got a boolean")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (Mapping, list, tuple)):
+            raise ValueError("expected a string")
+        return value.value if isinstance(value, enum.Enum) else str(value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value.value if isinstance(value, enum.Enum) else str(value))
+    if origin in (list, tuple, set) or tp in (list, tuple, set):
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                yaml.safe_load(text)
+                if text.startswith("[")
+                else [v.strip() for v in text.split(",") if v.strip()]
+            )
+        if not isinstance(value, (list, tuple, set)):
+            value = [value]
+        item_type = args[0] if args else Any
+        items = [
+            _coerce(_Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]")
+            for i, v in enumerate(value)
+        ]
+        return (origin or tp)(items) if (origin or tp) is not list else items
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise ValueError("expected a mapping such as {name: value}")
+        value_type = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(
+        f"config key {key!r} ({_type_name(tp)}) cannot be set from a config file or command line"
+    )
+
+
+def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:
+    if type(None) in members and (
+        value is None or (isinstance(value, _Raw) and value.strip().lower() in _NULLS)
+    ):
+        return None
+    others = [m for m in members if m is not type(None)]
+    # Typed alternatives first (a command-line "5" should become 5 for int | str), text last.
+    ordered = [m for m in others if m is not str] + [m for m in others if m is str]
+    if isinstance(value, str) and not isinstance(value, _Raw) and str in others:
+        ordered = [str] + [m for m in ordered if m is not str]  # YAML already decided that this is text
+    elif isinstance(value, _Raw) and str in others and not value.strip().startswith("[") and "," not in value:
+        sequences = [m for m in ordered if (typing.get_origin(m) or m) in (list, tuple, set)]
+        ordered = [m for m in ordered if m not in sequences] + sequences  # one bare word: text, not a list
+    flow = _parse_flow_collection(value, others, key)
+    if flow is not None:  # "{a: 1}" / "[x, y]" typed on the command line: YAML, never split on commas
+        value, containers = flow
+        ordered = containers + [m for m in ordered if m not in containers]
+    sections = [m for m in others if dataclasses.is_dataclass(m)]
+    if len(sections) == 1 and (isinstance(value, Mapping) or value is True):
+        return _convert(value, sections[0], key)  # its own errors name the exact key
+    errors = []
+    for member in ordered:
+        try:
+            return _convert(value, member, key)
+        except (ValueError, TypeError) as e:
+            errors.append(f"{_type_name(member)}: {e}")
+    raise ConfigError(
+        f"config key {key!r}: {str(value)!r} does not fit {' | '.join(map(_type_name, members))} "
+        f"({'; '.join(errors)})"
+    )
+
+
+def _parse_flow_collection(value: Any, members: list[Any], key: str) -> tuple[Any, list[Any]] | None:
+    """A command-line value starting with ``{`` (``[``) parsed as a YAML flow mapping (sequence) when the
+    union has a mapping/section (sequence) member: the parsed value and those members; else None."""
+    if not isinstance(value, _Raw):
+        return None
+    text = value.strip()
+    if text.startswith("{"):
+        kind, shape, example = "mapping", Mapping, "{train: a.jsonl, test: b.jsonl}"
+        containers = [
+            m for m in members if (typing.get_origin(m) or m) is dict or dataclasses.is_dataclass(m)
+        ]
+    elif text.startswith("["):
+        kind, shape, example = "sequence", list, "[a.jsonl, b.jsonl]"
+        containers = [m for m in members if (typing.get_origin(m) or m) in (list, tuple, set)]
+    else:
+        return None
+    if not containers:
+        return None
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = str(e).splitlines()[0]
+        raise ConfigError(
+            f"config key {key!r}: {text!r} starts a YAML flow {kind} but does not parse ({problem}); "
+            f"write it like {key}='{example}' (quoted for the shell)"
+        ) from None
+    return (parsed, containers) if isinstance(parsed, shape) else None

@@ -1,0 +1,74 @@
+"""Console output of a run: a progress bar (with ETA) and a metrics table at every log (main process)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from transformers.trainer_callback import ProgressCallback
+
+_HIDDEN = {"total_flos", "epoch"}
+_HIDDEN_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")  # timing noise of evaluate()
+
+
+def format_value(value: Any) -> str:
+    """Integers as is; floats with 6 significant digits (>= 1), 6 decimals, or scientific below 1e-6."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
+    if abs(value) >= 1:
+        return f"{value:.6g}"
+    if abs(value) >= 1e-6 or value == 0:
+        return f"{value:.6f}"
+    return f"{value:.3e}"
+
+
+def metrics_table(step: int, logs: dict[str, Any], width: int = 80) -> str:
+    """``Step N`` and a two-column table of ``logs`` (sorted by name), rendered as plain text."""
+    table = Table("Metric", "Value")
+    for name in sorted(k for k in logs if k not in _HIDDEN and not k.endswith(_HIDDEN_SUFFIXES)):
+        table.add_row(name, format_value(logs[name]))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    console.print(f"Step {step}")
+    console.print(table)
+    return buffer.getvalue().rstrip("\n")
+
+
+class MetricsTableCallback(ProgressCallback):
+    """``ProgressCallback`` whose logs are printed as a table instead of a dict; ``show_progress=False``
+    keeps only the tables."""
+
+    def __init__(self, show_progress: bool = True) -> None:
+        super().__init__()
+        self.show_progress = show_progress
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.show_progress:
+            super().on_train_begin(args, state, control, **kwargs)
+        else:
+            self.current_step = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.show_progress:
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        text = metrics_table(state.global_step, logs)
+        if self.training_bar is not None:
+            self.training_bar.write(text)
+        else:
+            print(text, flush=True)

@@ -1,0 +1,52 @@
+"""``hhh``: Anthropic/hh-rlhf, ``{"chosen": transcript, "rejected": transcript}`` rows.
+
+A transcript is ``"\\n\\nHuman: ...\\n\\nAssistant: ...(\\n\\nHuman: ...\\n\\nAssistant: ...)*"``. It is split
+on the turn markers only (a ``"Human:"`` inside a turn stays text); the prompt is every turn before the
+final assistant reply, and must be the same in ``chosen`` and ``rejected``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from hf_dpo.data.builder import DatasetBuilder
+from hf_dpo.data.registry import register_builder
+from hf_dpo.data.rows import PreferencePair, Skip, require, row_error, split_conversations
+from hf_dpo.renderers import Message
+
+_TURN_MARKER = re.compile(r"\n\n(Human|Assistant):")
+_ROLES = {"Human": "user", "Assistant": "assistant"}
+_FIX = "hhh expects Anthropic HH transcripts; for prompt/chosen/rejected columns use dataset=custom"
+
+
+def parse_transcript(text: str, field: str) -> list[Message]:
+    """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> user/assistant messages (content stripped)."""
+    if text.startswith(("Human:", "Assistant:")):
+        text = "\n\n" + text  # tolerate a transcript without the leading blank line
+    pieces = _TURN_MARKER.split(text)
+    if pieces[0].strip() or len(pieces) < 3:
+        raise row_error(field, f"not an HH transcript (starts {text[:40]!r})", _FIX)
+    return [
+        {"role": _ROLES[marker], "content": content.strip()}
+        for marker, content in zip(pieces[1::2], pieces[2::2], strict=True)
+    ]
+
+
+@register_builder("hhh")
+@dataclasses.dataclass(kw_only=True)
+class HHRLHFBuilder(DatasetBuilder):
+    """Anthropic/hh-rlhf: all four subsets, or one with ``data_dir`` (e.g. ``"harmless-base"``).
+
+    Skip reasons (see :func:`split_conversations`): ``no_final_reply``, ``empty_prompt``,
+    ``prompt_mismatch`` (chosen and rejected differ before the final reply), ``empty_reply``,
+    ``chosen_equals_rejected`` (identical final replies).
+    """
+
+    path: str | None = "Anthropic/hh-rlhf"
+
+    def convert_row(self, row: dict[str, Any]) -> PreferencePair | Skip:
+        chosen = parse_transcript(require(row, "chosen", str, _FIX), "chosen")
+        rejected = parse_transcript(require(row, "rejected", str, _FIX), "rejected")
+        return split_conversations(chosen, rejected)

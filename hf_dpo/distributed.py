@@ -1,0 +1,58 @@
+"""Sharding the frozen reference model the way the policy is sharded (FSDP, DeepSpeed ZeRO-3).
+
+Under DDP or a single device the reference is just moved to the device. Under FSDP and ZeRO-3 each process
+holds a shard of the policy; the reference (a full copy of the model) is sharded too, or it alone would need
+the memory that sharding saved. Sharded parameters are gathered only inside the wrapped module's forward,
+so log-probs there use the full-logits path (see ``hf_dpo.forward.lm_head_is_sharded``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+
+def prepare_frozen_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """``model`` (frozen, eval mode) placed/sharded for ``accelerator``'s backend."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return _deepspeed_inference_engine(model, accelerator)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if getattr(accelerator, "is_fsdp2", False):
+            from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+            return fsdp2_prepare_model(accelerator, model).eval()
+        prepared = accelerator.prepare_model(model)  # FSDP1 wraps even when no parameter is trainable
+        if prepared in accelerator._models:
+            accelerator._models.remove(prepared)  # not part of the training state (checkpoints)
+        return prepared.eval()
+    return model.to(accelerator.device)
+
+
+def _deepspeed_inference_engine(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
+    """A DeepSpeed engine without optimizer: ZeRO-3 partitions the weights; other stages keep them whole."""
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    stage = config.get("zero_optimization", {}).get("stage", 0)
+    for key in ("optimizer", "scheduler"):
+        config.pop(key, None)
+    if stage != 3:
+        config["zero_optimization"] = {
+            "stage": 0
+        }  # ZeRO-1/2 shard optimizer state only; nothing to shard here
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if stage == 3 and hidden is not None:
+        zero = config["zero_optimization"]
+        for key, value in (
+            ("reduce_bucket_size", hidden * hidden),
+            ("stage3_param_persistence_threshold", 10 * hidden),
+            ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden)),
+        ):
+            if zero.get(key) == "auto":
+                zero[key] = value
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    return engine.eval()

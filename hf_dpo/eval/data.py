@@ -1,0 +1,56 @@
+"""The evaluation data: the test split of a preference dataset, its renderer, and its prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from datasets import Dataset
+
+from ..tokenization import encode_prompt, split_row
+
+
+def dataset_options(run_config: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Builder options: ``options`` if given, else the run's ``dataset_options`` plus its ``data_files`` /
+    ``test_size`` (the keys ``hf_dpo.train`` passes to the builder)."""
+    if options is not None:
+        return dict(options)
+    merged = dict(run_config.get("dataset_options") or {})
+    for key in ("data_files", "test_size"):
+        if run_config.get(key) is not None:
+            merged[key] = run_config[key]
+    return merged
+
+
+def load_test_split(name: str, options: Mapping[str, Any], limit: int | None = None) -> Dataset:
+    """``build_preference_dataset(name, **options).test``, cut to the first ``limit`` rows."""
+    from ..data import build_preference_dataset
+
+    test = build_preference_dataset(name, **options).test
+    if test is None or len(test) == 0:
+        raise ValueError(
+            f"dataset {name!r} has an empty test split with options {dict(options)}; set "
+            "dataset_options.test_size=<fraction or count> (or pass a test file in data_files)"
+        )
+    return test.select(range(min(limit, len(test)))) if limit else test
+
+
+def prompt_ids(
+    row: Mapping[str, Any], index: int, tokenizer: Any, renderer: Any | None
+) -> tuple[list[int], Any]:
+    """Token ids of a row's prompt exactly as in training (ending with the generation prompt), and the
+    prompt itself (text, or a list of messages)."""
+    prompt, _, _ = split_row(row, index)
+    if renderer is not None and isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    return encode_prompt(prompt, tokenizer, renderer), prompt
+
+
+def reference_answer(row: Mapping[str, Any], index: int) -> float | None:
+    """For arithmetic-style rows: the ``answer`` column, else the last number of the chosen completion."""
+    from .stats import parse_number
+
+    if row.get("answer") is not None:
+        return float(row["answer"])
+    _, chosen, _ = split_row(row, index)
+    return parse_number(chosen if isinstance(chosen, str) else chosen["content"])

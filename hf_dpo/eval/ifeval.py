@@ -1,0 +1,122 @@
+"""The ``ifeval`` task: IFEval (Zhou et al. 2023, arXiv:2311.07911) through lm-evaluation-harness.
+
+The benchmark (prompts, instruction checkers, metrics) is lm-evaluation-harness's ``ifeval`` task, run on an
+in-memory model with ``lm_eval.simple_evaluate``; nothing is re-implemented here. Data comes from the Hub
+(``google/IFEval``) unless ``data_files`` points to a local JSON Lines file in the same schema (``key``,
+``prompt``, ``instruction_id_list``, ``kwargs``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+INSTALL_HINT = (
+    "the ifeval task needs lm-evaluation-harness with its IFEval extras: pip install 'hf_dpo[eval]' "
+    "(or: pip install 'lm_eval[ifeval]>=0.4.9')"
+)
+METRICS = (
+    "prompt_level_strict_acc",
+    "inst_level_strict_acc",
+    "prompt_level_loose_acc",
+    "inst_level_loose_acc",
+)
+
+
+def require_lm_eval() -> None:
+    """Raise ``ImportError`` with the install command when lm_eval or its IFEval extras are missing."""
+    try:
+        import langdetect  # noqa: F401
+        import lm_eval  # noqa: F401
+        import nltk  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"{INSTALL_HINT} ({err})") from None
+
+
+def _task_yaml(directory: Path, data_files: str | None, max_new_tokens: int) -> str:
+    """A task file that includes lm_eval's own ifeval.yaml and overrides only data source and length."""
+    import lm_eval.tasks.ifeval.utils as ifeval_utils
+
+    spec: dict[str, Any] = {
+        "include": str(Path(ifeval_utils.__file__).with_name("ifeval.yaml")),
+        "task": "ifeval",
+        "generation_kwargs": {
+            "until": [],
+            "do_sample": False,
+            "temperature": 0.0,
+            "max_gen_toks": max_new_tokens,
+        },
+    }
+    if data_files is not None:
+        if not Path(data_files).is_file():
+            raise FileNotFoundError(
+                f"ifeval_data_files={data_files!r} does not exist; pass a JSON Lines file "
+                "with key, prompt, instruction_id_list and kwargs per row"
+            )
+        spec.update(
+            dataset_path="json",
+            dataset_name=None,
+            test_split="train",
+            dataset_kwargs={"data_files": {"train": str(Path(data_files).resolve())}},
+        )
+    path = directory / "ifeval_hf_dpo.yaml"
+    path.write_text(json.dumps(spec))  # JSON is valid YAML
+    return str(path)
+
+
+def run_ifeval(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    data_files: str | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 1280,
+    batch_size: int = 8,
+    chat_template: bool | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Prompt- and instruction-level strict/loose accuracy of ``model`` on IFEval, and per-prompt records
+    (prompt, response, per-instruction results). ``chat_template=None``: use it if the tokenizer has one."""
+    require_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if chat_template is None:
+        chat_template = bool(getattr(tokenizer, "chat_template", None))
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        task = _task_yaml(Path(tmp), data_files, max_new_tokens)
+        out = simple_evaluate(
+            model=lm,
+            tasks=[task],
+            task_manager=TaskManager(),
+            limit=limit,
+            apply_chat_template=chat_template,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+        )
+    result = out["results"]["ifeval"]
+    metrics = {name: float(result[f"{name},none"]) for name in METRICS}
+    metrics["num_prompts"] = int(result.get("sample_len", len(out["samples"]["ifeval"])))
+    records = [
+        {
+            "key": s["doc"].get("key"),
+            "prompt": s["doc"]["prompt"],
+            "response": s["filtered_resps"][0],
+            "instruction_id_list": s["doc"]["instruction_id_list"],
+            "strict": s["inst_level_strict_acc"],
+            "loose": s["inst_level_loose_acc"],
+            "prompt_strict": bool(s["prompt_level_strict_acc"]),
+            "prompt_loose": bool(s["prompt_level_loose_acc"]),
+        }
+        for s in out["samples"]["ifeval"]
+    ]
+    return metrics, records

@@ -1,0 +1,88 @@
+"""The ``preference`` task: implicit-reward metrics of the policy against its reference on held-out pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..collator import DPODataCollator, pad_token_id_for
+from ..forward import sequence_logps
+from ..losses import PreferenceLogps
+from ..tokenization import tokenize_dataset
+from .loading import ModelPair
+from .stats import preference_metrics, preference_values
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def pair_logps(
+    pair: ModelPair,
+    tokenized: Dataset,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    show_progress: bool = False,
+) -> tuple[PreferenceLogps, torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs of policy and reference for every tokenized pair (``hf_dpo.forward``),
+    plus the chosen and rejected completion lengths, each (N,)."""
+    collate = DPODataCollator(pad_token_id_for(pair.tokenizer))
+    device = next(pair.policy.parameters()).device
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "nc", "nr")}
+    for start in tqdm(range(0, len(tokenized), batch_size), desc="Scoring pairs", disable=not show_progress):
+        rows = tokenized.select(range(start, min(start + batch_size, len(tokenized))))
+        batch = _to(collate(list(rows)), device)
+        b = batch["num_pairs"]
+        with pair.use("policy") as model:
+            policy = sequence_logps(model, batch, chunk_size)
+        with pair.use("reference") as model:
+            ref = sequence_logps(model, batch, chunk_size).logps
+        for key, value in (
+            ("pc", policy.logps[:b]),
+            ("pr", policy.logps[b:]),
+            ("rc", ref[:b]),
+            ("rr", ref[b:]),
+            ("nc", policy.num_tokens[:b]),
+            ("nr", policy.num_tokens[b:]),
+        ):
+            parts[key].append(value.float().cpu())
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    return PreferenceLogps(cat["pc"], cat["pr"], cat["rc"], cat["rr"]), cat["nc"], cat["nr"]
+
+
+def evaluate_preference(
+    pair: ModelPair,
+    dataset: Dataset,
+    renderer: Any,
+    beta: float,
+    *,
+    loss_type: str = "sigmoid",
+    max_length: int | None = 1024,
+    max_prompt_length: int | None = 512,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    bootstrap_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Tokenize ``dataset`` as in training, score every pair, and return (metrics with CIs, per-pair values).
+
+    Metrics: ``accuracy``, ``margin``, ``chosen_reward``, ``rejected_reward``, ``dpo_loss``, ``log_ratio``,
+    ``log_ratio_per_token``, ``test/nll`` (each ``{"value", "ci_low", "ci_high", ...}``), plus
+    ``num_pairs`` and ``skips``.
+    """
+    tokenized, skips = tokenize_dataset(
+        dataset, pair.tokenizer, renderer, max_length, max_prompt_length, split_name="eval"
+    )
+    logps, chosen_tokens, rejected_tokens = pair_logps(pair, tokenized, batch_size, chunk_size, show_progress)
+    values = preference_values(logps, chosen_tokens, rejected_tokens, beta, loss_type)
+    metrics: dict[str, Any] = preference_metrics(values, bootstrap_samples, confidence, seed)
+    metrics["num_pairs"] = len(tokenized)
+    metrics["skips"] = dict(skips)
+    return metrics, values

@@ -1,0 +1,198 @@
+"""``evaluate_model(config)``: load what ``config`` names, run the requested tasks, write the results."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..tokenization import select_renderer
+from .config import EvalConfig
+from .data import dataset_options, load_test_split, prompt_ids, reference_answer
+from .loading import ModelPair, base_model_name, load_models, resolve_run
+
+logger = logging.getLogger("hf_dpo")
+
+
+def _setting(config: EvalConfig, run: Mapping[str, Any], name: str, default: Any, *run_keys: str) -> Any:
+    value = getattr(config, name)
+    if value is not None:
+        return value
+    return next((run[k] for k in (*run_keys, name) if run.get(k) is not None), default)
+
+
+def evaluate_pair(
+    pair: ModelPair,
+    config: EvalConfig,
+    run_config: Mapping[str, Any] | None = None,
+    reference_label: str = "reference",
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Run ``config.tasks`` on an already loaded ``pair``; return (results, per-example records, per-pair
+    preference values or None). Settings left None in ``config`` come from ``run_config``."""
+    run = dict(run_config or {})
+    results: dict[str, Any] = {
+        "model_path": config.model_path,
+        "reference": reference_label,
+        "tasks": list(config.tasks),
+        "confidence": config.confidence,
+        "seed": config.seed,
+    }
+    records: dict[str, Any] = {}
+    values = None
+    needs_data = {"preference", "generation"} & set(config.tasks)
+    dataset_name = _setting(config, run, "dataset", None)
+    if needs_data and not dataset_name:
+        raise ValueError(
+            "tasks preference/generation need dataset=<builder name> (e.g. arithmetic, hhh); the "
+            "run's config.yaml names none"
+        )
+    test = renderer = None
+    if needs_data:
+        options = dataset_options(run, config.dataset_options)
+        test = load_test_split(dataset_name, options, config.limit)
+        renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
+        results["dataset"] = {"name": dataset_name, "options": options, "test_rows": len(test)}
+    if "preference" in config.tasks:
+        from .preference import evaluate_preference
+
+        beta = float(_setting(config, run, "beta", 0.1, "dpo_beta"))
+        metrics, values = evaluate_preference(
+            pair,
+            test,
+            renderer,
+            beta,
+            loss_type=config.loss_type,
+            max_length=_setting(config, run, "max_length", 1024),
+            max_prompt_length=_setting(config, run, "max_prompt_length", 512),
+            batch_size=config.batch_size,
+            chunk_size=config.logprob_chunk_size,
+            bootstrap_samples=config.bootstrap_samples,
+            confidence=config.confidence,
+            seed=config.seed,
+            show_progress=config.show_progress,
+        )
+        results["preference"] = {"beta": beta, **metrics}
+    if "generation" in config.tasks:
+        results["generation"], records["generation"] = _generation(pair, config, test, renderer, dataset_name)
+    if "ifeval" in config.tasks:
+        from .ifeval import run_ifeval
+
+        ifeval: dict[str, Any] = {}
+        for which in ("policy", "reference"):
+            with pair.use(which) as model:
+                ifeval[which], records[f"ifeval_{which}"] = run_ifeval(
+                    model,
+                    pair.tokenizer,
+                    data_files=config.ifeval_data_files,
+                    limit=config.limit,
+                    max_new_tokens=config.ifeval_max_new_tokens,
+                    batch_size=config.batch_size,
+                    chat_template=config.ifeval_chat_template,
+                    seed=config.seed,
+                )
+        results["ifeval"] = ifeval
+    return results, records, values
+
+
+def _generation(pair: ModelPair, config: EvalConfig, test: Any, renderer: Any, dataset_name: str) -> Any:
+    from .generation import DecodingConfig, evaluate_generation, load_judge
+
+    seen: dict[tuple[int, ...], int] = {}
+    prompts, texts, answers = [], [], []
+    for i, row in enumerate(test):
+        ids, prompt = prompt_ids(row, i, pair.tokenizer, renderer)
+        if tuple(ids) in seen:  # one generation per distinct prompt
+            continue
+        seen[tuple(ids)] = i
+        prompts.append(ids)
+        texts.append(prompt)
+        answers.append(reference_answer(row, i))
+    decoding = DecodingConfig(
+        config.max_new_tokens, config.do_sample, config.temperature, config.top_p, config.seed
+    )
+    judge = (
+        load_judge(config.judge_model, next(pair.policy.parameters()).device) if config.judge_model else None
+    )
+    if judge is None:
+        logger.warning("hf_dpo.eval: no judge_model given; generation reports lengths only (no win rate)")
+    return evaluate_generation(
+        pair,
+        prompts,
+        texts,
+        decoding,
+        judge=judge,
+        answers=answers if dataset_name == "arithmetic" else None,
+        batch_size=config.batch_size,
+        judge_batch_size=config.judge_batch_size,
+        bootstrap_samples=config.bootstrap_samples,
+        confidence=config.confidence,
+        show_progress=config.show_progress,
+    )
+
+
+def output_dir(config: EvalConfig, run_dir: Path | None) -> Path:
+    """``log_path`` if given, else ``<run dir or model_path>/eval``."""
+    if config.log_path:
+        return Path(config.log_path)
+    base = run_dir if run_dir is not None else Path(config.model_path)
+    if not base.is_dir():
+        raise ValueError(
+            f"model_path {config.model_path!r} is not a local directory; pass log_path=<output dir>"
+        )
+    return base / "eval"
+
+
+def evaluate_model(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``config.model_path`` against its reference on ``config.tasks`` and write
+    ``results.json``, ``report.md``, plots and per-example JSON Lines to the output directory
+    (``log_path``, default ``<model_path>/eval``). Returns the results dict (also in results.json)."""
+    if "ifeval" in config.tasks:
+        from .ifeval import require_lm_eval
+
+        require_lm_eval()  # fail before loading anything
+    info = resolve_run(config.model_path)
+    out = output_dir(config, info.run_dir)
+    reference = base_model_name(info, config.model_name)
+    pair, info = load_models(
+        config.model_path,
+        reference,
+        config.tokenizer_name or info.config.get("tokenizer_name"),
+        config.dtype,
+        config.device,
+    )
+    results, records, values = evaluate_pair(
+        pair, config, info.config, "policy with adapters disabled" if pair.reference is None else reference
+    )
+    from .report import write_outputs
+
+    write_outputs(out, results, records, values, config.plots)
+    results["output_dir"] = str(out)
+    logger.info("hf_dpo.eval: results in %s", out)
+    return results
+
+
+USAGE = """usage: hf-dpo-eval [eval.yaml] key=value ...
+       python -m hf_dpo.eval model_path=<run dir|checkpoint|adapter|hub id> [model_name=<base>] \\
+           tasks=preference,generation,ifeval [dataset=<name>] [judge_model=<reward model>] ...
+See docs/evaluation.md for every key."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``hf-dpo-eval``: parse ``[yaml] key=value ...``, evaluate, print a summary."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    from ..cli_config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_config(EvalConfig, argv)
+        results = evaluate_model(config)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"hf-dpo-eval: error: {err}", file=sys.stderr)
+        return 2
+    print((Path(results["output_dir"]) / "report.md").read_text("utf-8"))
+    return 0

@@ -1,0 +1,41 @@
+"""Pushing a finished run's model folder(s) to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .model_card import merged_repo_id
+
+logger = logging.getLogger("hf_dpo")
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload DPO model (hf_dpo)",
+) -> str:
+    """Create ``repo_id`` (if needed) and upload ``folder``; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
+    )
+    logger.info("pushed %s to https://huggingface.co/%s", folder, repo_id)
+    return str(getattr(info, "commit_url", info))
+
+
+def push_run(final_dir: str | Path, merged_dir: str | Path | None, config: Any) -> list[str]:
+    """Push the final model (for LoRA: the adapter) to ``hub_model_id``, and a merged copy, if saved, to
+    ``<hub_model_id>-merged``."""
+    message = f"DPO on {config.dataset} from {config.model_name} (hf_dpo)"
+    token, private = getattr(config, "hub_token", None), getattr(config, "hub_private_repo", None)
+    urls = [push_folder(final_dir, config.hub_model_id, token, private, message)]
+    if merged_dir is not None:
+        urls.append(push_folder(merged_dir, merged_repo_id(config.hub_model_id), token, private, message))
+    return urls

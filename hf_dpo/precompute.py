@@ -1,0 +1,248 @@
+"""Precomputed reference log-probs: one no-grad pass before training, stored as dataset columns, cached.
+
+``precompute_reference(trainer)`` adds ``ref_chosen_logps``/``ref_rejected_logps`` to the trainer's tokenized
+train and eval datasets, then frees the reference (``FrozenCopyReference`` drops its model; with PEFT nothing
+is held) and returns a ``PrecomputedReference``. The collator passes the columns on; the loss uses them.
+
+Cache: ``<cache_dir>/<key>.safetensors`` where ``key = sha256(reference fingerprint, data fingerprint)``:
+the reference fingerprint hashes every reference weight (names, dtypes, shapes, bytes) and the model config;
+the data fingerprint hashes the token columns (``prompt_ids``/``chosen_ids``/``rejected_ids``) row by row.
+A second run with the same reference and data loads the file; any changed weight or token misses.
+``cache_dir`` defaults to ``$HF_DPO_CACHE`` or ``$HF_HOME/hf_dpo/ref_logps`` (``~/.cache/huggingface``).
+
+Multiple processes: rank ``r`` computes rows ``r, r+W, r+2W, ...``; the results are all-gathered so every
+rank gets the full columns; the main process writes the cache. All ranks agree on whether the cache hit.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from .reference import PrecomputedReference, ReferencePolicy
+from .tokenization import TOKEN_COLUMNS
+
+logger = logging.getLogger("hf_dpo")
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def default_cache_dir() -> str:
+    if os.environ.get("HF_DPO_CACHE"):
+        return os.environ["HF_DPO_CACHE"]
+    hf_home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    return os.path.join(hf_home, "hf_dpo", "ref_logps")
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """sha256 of the token columns (lengths and ids of every row, in order)."""
+    missing = [c for c in TOKEN_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"cannot precompute reference log-probs: the dataset lacks the token columns {missing}"
+        )
+    hasher = hashlib.sha256(f"rows={len(dataset)}".encode())
+    for table in dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow").iter(batch_size=10_000):
+        for column in TOKEN_COLUMNS:
+            values = table[column]
+            hasher.update(
+                np.asarray(pc.list_value_length(values).to_numpy(zero_copy_only=False), np.int64).tobytes()
+            )
+            flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+            hasher.update(np.asarray(flat, np.int64).tobytes())
+    return hasher.hexdigest()
+
+
+def compute_reference_logps(
+    dataset: Dataset,
+    reference_logps: Callable[[Mapping[str, Any]], torch.Tensor],
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    desc: str = "reference log-probs",
+    show_progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference log-probs of this rank's rows ``rank, rank+W, ...`` as ``(indices, logps (n, 2))``.
+
+    Rows are processed longest first (less padding, and an out-of-memory error shows up at once).
+    """
+    indices = list(range(rank, len(dataset), world_size))
+    lengths = _pair_lengths(dataset, indices)
+    order = sorted(range(len(indices)), key=lambda i: -lengths[i])
+    out = torch.empty((len(indices), 2), dtype=torch.float32)
+    steps = range(0, len(order), batch_size)
+    for start in tqdm(steps, desc=desc, disable=not show_progress):
+        positions = order[start : start + batch_size]
+        rows = dataset[[indices[p] for p in positions]]
+        features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+        features = [{k: v for k, v in f.items() if k not in REF_COLUMNS} for f in features]
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collator(features).items()}
+        logps = reference_logps(batch).float().cpu()
+        num_pairs = len(positions)
+        out[positions, 0], out[positions, 1] = logps[:num_pairs], logps[num_pairs:]
+    return torch.tensor(indices, dtype=torch.long), out
+
+
+def add_reference_columns(
+    dataset: Dataset,
+    reference: ReferencePolicy,
+    policy: torch.nn.Module,
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    batch_size: int,
+    chunk_size: int,
+    accelerator: Any = None,
+    cache_dir: str | None = None,
+    reference_fingerprint: str | None = None,
+    desc: str = "reference log-probs",
+    show_progress: bool = True,
+) -> Dataset:
+    """``dataset`` with ``ref_chosen_logps``/``ref_rejected_logps`` (float32) from the cache or one pass."""
+    if not isinstance(dataset, Dataset):
+        raise ValueError(
+            f"precompute_ref_log_probs needs a map-style datasets.Dataset, got {type(dataset).__name__}; "
+            "streaming (Iterable) datasets cannot be precomputed. Set precompute_ref_log_probs=False."
+        )
+    rank, world = (
+        (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    )
+    device = accelerator.device if accelerator is not None else next(policy.parameters()).device
+    reference_fingerprint = reference_fingerprint or reference.fingerprint(policy)
+    key = hashlib.sha256(f"{reference_fingerprint}|{data_fingerprint(dataset)}".encode()).hexdigest()
+    path = os.path.join(cache_dir or default_cache_dir(), f"{key}.safetensors")
+    values = _load(path, len(dataset))
+    if world > 1:  # every rank must take the same branch, or the gather below would hang
+        hit = torch.tensor(float(values is not None), device=device)
+        if accelerator.reduce(hit, "min").item() < 1:
+            values = None
+    if values is None:
+        was_training = policy.training
+        policy.eval()
+        try:
+            indices, logps = compute_reference_logps(
+                dataset,
+                lambda b: reference.logps(policy, b, chunk_size),
+                collator,
+                batch_size,
+                device,
+                rank,
+                world,
+                desc,
+                show_progress,
+            )
+        finally:
+            policy.train(was_training)
+        values = _gather(indices, logps, len(dataset), accelerator) if world > 1 else logps
+        if accelerator is None or accelerator.is_main_process:
+            _save(path, values)
+        logger.info(
+            "precomputed reference log-probs for %d pairs (%s); cached at %s", len(dataset), desc, path
+        )
+    else:
+        logger.info("loaded cached reference log-probs for %d pairs (%s) from %s", len(dataset), desc, path)
+    dataset = dataset.remove_columns([c for c in REF_COLUMNS if c in dataset.column_names])
+    dataset = dataset.add_column(REF_COLUMNS[0], values[:, 0].tolist())
+    return dataset.add_column(REF_COLUMNS[1], values[:, 1].tolist())
+
+
+def precompute_reference(trainer: Any, cache_dir: str | None = None) -> PrecomputedReference:
+    """Add the reference columns to ``trainer``'s train/eval datasets and free the trainer's reference."""
+    args, reference, policy = trainer.args, trainer.reference, trainer.model
+    options = dict(
+        reference=reference,
+        policy=policy,
+        collator=trainer.data_collator,
+        batch_size=args.precompute_ref_batch_size or args.per_device_eval_batch_size,
+        chunk_size=args.logprob_chunk_size,
+        accelerator=trainer.accelerator,
+        cache_dir=cache_dir,
+        reference_fingerprint=_global_fingerprint(reference.fingerprint(policy), trainer.accelerator),
+        show_progress=not args.disable_tqdm and trainer.accelerator.is_local_main_process,
+    )
+    if trainer.train_dataset is not None:
+        trainer.train_dataset = add_reference_columns(
+            trainer.train_dataset, desc="reference log-probs (train)", **options
+        )
+    if isinstance(trainer.eval_dataset, dict):
+        trainer.eval_dataset = {
+            name: add_reference_columns(ds, desc=f"reference log-probs (eval[{name}])", **options)
+            for name, ds in trainer.eval_dataset.items()
+        }
+    elif trainer.eval_dataset is not None:
+        trainer.eval_dataset = add_reference_columns(
+            trainer.eval_dataset, desc="reference log-probs (eval)", **options
+        )
+    reference.release(policy)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return PrecomputedReference()
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+def _pair_lengths(dataset: Dataset, indices: list[int]) -> list[int]:
+    table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices] if indices else None
+    if table is None:
+        return []
+    lengths = [pc.list_value_length(table[c]).to_numpy(zero_copy_only=False) for c in TOKEN_COLUMNS]
+    return (2 * lengths[0] + lengths[1] + lengths[2]).tolist()
+
+
+def _global_fingerprint(local: str, accelerator: Any) -> str:
+    """One key on every rank: the common fingerprint, or (sharded references) a hash of all ranks' shards."""
+    if accelerator.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    fingerprints = sorted(set(gather_object([local])))
+    if len(fingerprints) == 1:
+        return fingerprints[0]
+    return hashlib.sha256("|".join(fingerprints).encode()).hexdigest()
+
+
+def _gather(indices: torch.Tensor, logps: torch.Tensor, total: int, accelerator: Any) -> torch.Tensor:
+    """All-gather every rank's ``(indices, logps)`` (padded to one length) into the full (total, 2) table."""
+    width = -(-total // accelerator.num_processes)
+    padded = torch.full((width, 3), -1.0, dtype=torch.float64)
+    padded[: len(indices), 0] = indices.double()
+    padded[: len(indices), 1:] = logps.double()
+    gathered = accelerator.gather(padded.to(accelerator.device)).cpu()
+    gathered = gathered[gathered[:, 0] >= 0]
+    values = torch.empty((total, 2), dtype=torch.float32)
+    values[gathered[:, 0].long()] = gathered[:, 1:].float()
+    if len(gathered) != total:
+        raise RuntimeError(f"reference log-prob gather returned {len(gathered)} rows, expected {total}")
+    return values
+
+
+def _load(path: str, rows: int) -> torch.Tensor | None:
+    if not os.path.isfile(path):
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        values = load_file(path)["ref_logps"]
+    except Exception as err:  # a truncated or foreign file is a miss, not a crash
+        logger.warning("ignoring unreadable reference log-prob cache %s (%s)", path, err)
+        return None
+    return values if values.shape == (rows, 2) else None
+
+
+def _save(path: str, values: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file({"ref_logps": values.contiguous()}, tmp)
+    os.replace(tmp, path)

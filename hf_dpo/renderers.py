@@ -1,0 +1,339 @@
+"""Chat renderers: turn a conversation into prompt token ids and assistant-completion token ids.
+
+A renderer answers two questions for a preference pair:
+
+* ``encode_prompt(messages)``: the ids the model is fed at inference time, ending with the assistant
+  generation prompt;
+* ``encode_completion(messages, reply)``: the ids of ``reply`` exactly as the model generates them after
+  that prompt, ending with the end-of-turn token (or EOS).
+
+``encode_prompt(m) + encode_completion(m, r)`` is the tokenisation of the whole conversation. Built-ins:
+``chat_template`` (the tokenizer's own Jinja template), ``role_colon`` (``User: ...`` / ``Assistant: ...``
+for base models), ``chatml`` and ``llama3``. Register your own with :func:`register_renderer`.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import jinja2
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger("hf_dpo")
+
+Message = dict[str, str]
+"""One chat turn: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages: Any, what: str = "prompt") -> None:
+    """Raise ``ValueError`` unless ``messages`` is a non-empty list of well-formed messages."""
+    if not isinstance(messages, (list, tuple)):
+        raise ValueError(
+            f"{what} must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
+        )
+    if not messages:
+        raise ValueError(f"{what} is an empty message list; it needs at least one user message")
+    for i, message in enumerate(messages):
+        check_message(message, f"{what}[{i}]")
+
+
+def check_message(message: Any, what: str) -> None:
+    """Raise ``ValueError`` unless ``message`` is ``{"role": <known role>, "content": <str>}``."""
+    if not isinstance(message, Mapping):
+        raise ValueError(
+            f"{what} must be a dict with 'role' and 'content', got {type(message).__name__}: {message!r:.80}"
+        )
+    for key in ("role", "content"):
+        if key not in message or message[key] is None:
+            raise ValueError(f"{what} is missing {key!r}; every message needs 'role' and 'content'")
+    if message["role"] not in ROLES:
+        raise ValueError(f"{what}['role'] must be one of {list(ROLES)}, got {message['role']!r}")
+    if not isinstance(message["content"], str):
+        raise ValueError(
+            f"{what}['content'] must be a string, got {type(message['content']).__name__}; "
+            "flatten multi-part content to text first"
+        )
+
+
+def check_reply(reply: Any, what: str = "reply") -> None:
+    """Raise ``ValueError`` unless ``reply`` is a well-formed assistant message."""
+    check_message(reply, what)
+    if reply["role"] != "assistant":
+        raise ValueError(f"{what}['role'] must be 'assistant', got {reply['role']!r}")
+
+
+def closest_name_error(kind: str, name: str, valid: Sequence[str]) -> ValueError:
+    """A ``ValueError`` for an unknown registry name that lists the valid names and suggests the closest."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"Unknown {kind} {name!r}.{hint} Valid names: {', '.join(sorted(valid))}")
+
+
+class Renderer(abc.ABC):
+    """Base class: subclasses write the prompt and completion *text*; this class tokenises it.
+
+    Tokenisation rules shared by every renderer:
+
+    * text is tokenised with ``add_special_tokens=False``; special-token strings written by the renderer
+      (``<|im_end|>`` ...) become their ids when the tokenizer knows them, else plain text;
+    * BOS is prepended to the prompt iff the tokenizer adds one by default and the text did not already
+      start with it, so it is never doubled;
+    * completion ids are cut from the tokenisation of the full text (prompt + completion), so they equal
+      what the model sees for the whole conversation; if the prompt ids are not a prefix of that (a merge
+      across the boundary), the completion is tokenised on its own and a warning is logged once;
+    * a completion whose text does not end with a special token gets the tokenizer's EOS appended.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self._bos_id: int | None = tokenizer.bos_token_id if _adds_bos(tokenizer) else None
+        self._special_strings = _special_token_strings(tokenizer)
+        self._warned: set[str] = set()
+        # One-entry caches: a pair renders and encodes the same prompt for encode_prompt and both replies.
+        self._text_cache: tuple[tuple[tuple[str, str], ...], str] = ((), "")
+        self._ids_cache: tuple[str, list[int]] = ("", [])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the caches, so that ``datasets`` fingerprints do not depend on past calls."""
+        state = self.__dict__.copy()
+        state.update(_warned=set(), _text_cache=((), ""), _ids_cache=("", []))
+        return state
+
+    # -- text hooks -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def prompt_text(self, messages: list[Message]) -> str:
+        """The conversation so far as text, ending with the assistant generation prompt."""
+
+    @abc.abstractmethod
+    def completion_text(self, messages: list[Message], reply: Message) -> str:
+        """The text generated for ``reply`` right after ``prompt_text(messages)``."""
+
+    # -- ids ------------------------------------------------------------------------------------------
+    def encode_prompt(self, messages: list[Message]) -> list[int]:
+        """Token ids of the conversation so far, ending with the assistant generation prompt."""
+        check_messages(messages)
+        return list(self._prompt_ids(self.cached_prompt_text(messages)))
+
+    def encode_completion(self, messages: list[Message], reply: Message) -> list[int]:
+        """Ids of ``reply`` as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS."""
+        check_messages(messages)
+        check_reply(reply)
+        prompt = self.cached_prompt_text(messages)
+        prompt_ids = self._prompt_ids(prompt)
+        text = self.completion_text(messages, reply)
+        ends_with_special = any(text.rstrip().endswith(s) for s in self._special_strings)
+        if ends_with_special:
+            text = text.rstrip()  # drop the newline templates print after the end-of-turn token
+        full_ids = self._with_bos(self._encode(prompt + text))
+        if full_ids[: len(prompt_ids)] == prompt_ids:
+            ids = full_ids[len(prompt_ids) :]
+        else:
+            ids = self._encode(text)
+            self._warn_once(
+                "boundary",
+                f"renderer {self.name!r}: tokens merge across the prompt/completion boundary, so the "
+                "completion is tokenised on its own (the model still sees prompt ids + completion ids). "
+                f"Prompt ends {prompt[-40:]!r}, completion starts {text[:40]!r}.",
+            )
+        if not ends_with_special:
+            if self.tokenizer.eos_token_id is None:
+                raise ValueError(
+                    f"renderer {self.name!r} needs tokenizer.eos_token to end the completion; set it "
+                    "(e.g. tokenizer.eos_token = '</s>') or use a renderer whose turns end in a special token"
+                )
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def cached_prompt_text(self, messages: list[Message]) -> str:
+        """``prompt_text(messages)``, remembered for the last conversation seen."""
+        key = tuple((m["role"], m["content"]) for m in messages)
+        if key != self._text_cache[0] or not key:
+            self._text_cache = (key, self.prompt_text(messages))
+        return self._text_cache[1]
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        if self._bos_id is not None and ids[:1] != [self._bos_id]:
+            return [self._bos_id, *ids]
+        return ids
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if prompt != self._ids_cache[0] or not self._ids_cache[1]:
+            self._ids_cache = (prompt, self._with_bos(self._encode(prompt)))
+        return self._ids_cache[1]
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer puts BOS in front of plain text by default (i.e. the model expects one)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Every special token as text (EOS, BOS, pad, and added tokens flagged special, e.g. ``<|eot_id|>``)."""
+    strings = set(tokenizer.all_special_tokens)
+    strings.update(tok.content for tok in tokenizer.added_tokens_decoder.values() if tok.special)
+    return tuple(s for s in strings if s)
+
+
+# -- registry ---------------------------------------------------------------------------------------------
+_RENDERERS: dict[str, type[Renderer]] = {}
+
+
+def register_renderer(name: str) -> Callable[[type[Renderer]], type[Renderer]]:
+    """Class decorator registering a :class:`Renderer` subclass under ``name`` (re-registering replaces)."""
+
+    def decorate(cls: type[Renderer]) -> type[Renderer]:
+        if not (isinstance(cls, type) and issubclass(cls, Renderer)):
+            raise TypeError(f"@register_renderer({name!r}) needs a Renderer subclass, got {cls!r}")
+        cls.name = name
+        _RENDERERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_renderers() -> list[str]:
+    """Names accepted by :func:`get_renderer`."""
+    return sorted(_RENDERERS)
+
+
+def get_renderer(name: str | None, tokenizer: PreTrainedTokenizerBase) -> Renderer:
+    """Build renderer ``name`` for ``tokenizer``; ``None`` picks ``chat_template`` if the tokenizer has one,
+    else ``role_colon``."""
+    if name is None:
+        name = "chat_template" if getattr(tokenizer, "chat_template", None) else "role_colon"
+    if name not in _RENDERERS:
+        raise closest_name_error("renderer", name, list(_RENDERERS))
+    return _RENDERERS[name](tokenizer)
+
+
+# -- built-ins ------------------------------------------------------------------------------------------
+@register_renderer("chat_template")
+class ChatTemplateRenderer(Renderer):
+    """The tokenizer's own Jinja chat template (``apply_chat_template``).
+
+    The prompt is rendered with ``add_generation_prompt=True``; the completion is what the full
+    conversation adds after it. If the template renders the full conversation so that it does not start
+    with the prompt (e.g. it re-renders the generation header), the completion becomes the reply content
+    plus what the template puts after it, and a warning with an example is logged once.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "renderer 'chat_template' needs a tokenizer with a chat template, and this one has none. "
+                "Use renderer_name='role_colon' for base models, 'chatml' or 'llama3', or set "
+                "tokenizer.chat_template."
+            )
+        super().__init__(tokenizer)
+
+    def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
+            )
+        except jinja2.exceptions.TemplateError as err:
+            raise ValueError(f"the tokenizer's chat template rejected the conversation: {err}") from err
+
+    def prompt_text(self, messages: list[Message]) -> str:
+        return self._render(messages, add_generation_prompt=True)
+
+    def completion_text(self, messages: list[Message], reply: Message) -> str:
+        prompt = self.cached_prompt_text(messages)
+        full = self._render([*messages, reply], add_generation_prompt=False)
+        if full.startswith(prompt):
+            return full[len(prompt) :]
+        # The template renders the conversation differently once the reply is added. Keep the inference
+        # prompt and take the reply as the template prints it (content onwards).
+        content = reply["content"].strip()
+        start = full.rfind(content) if content else -1
+        if start < 0:
+            raise ValueError(
+                "the chat template's rendering of the full conversation does not start with its rendering "
+                "of the prompt, and the reply text is not found in it either; use another renderer_name"
+            )
+        pairs = zip(prompt, full, strict=False)
+        diverge = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(prompt), len(full)))
+        self._warn_once(
+            "rerender",
+            "chat template re-renders the conversation once the reply is added, so the prompt is not a "
+            "text prefix of the full conversation. Training uses the inference prompt followed by the reply "
+            f"as the template prints it. First difference at char {diverge}: prompt has "
+            f"{prompt[diverge : diverge + 60]!r}, full conversation has {full[diverge : diverge + 60]!r}.",
+        )
+        return full[start:]
+
+
+@register_renderer("role_colon")
+class RoleColonRenderer(Renderer):
+    """Plain text for base models: ``System: ...\\n\\nUser: ...\\n\\nAssistant: ...``.
+
+    The prompt ends with ``"Assistant:"``; the completion is ``" " + reply`` followed by EOS. Subclass and
+    change ``role_names`` / ``separator`` for other conventions (e.g. ``"Human"``).
+    """
+
+    role_names: ClassVar[dict[str, str]] = {"system": "System", "user": "User", "assistant": "Assistant"}
+    separator: ClassVar[str] = "\n\n"
+
+    def prompt_text(self, messages: list[Message]) -> str:
+        turns = [f"{self.role_names[m['role']]}: {m['content']}" for m in messages]
+        return self.separator.join([*turns, f"{self.role_names['assistant']}:"])
+
+    def completion_text(self, messages: list[Message], reply: Message) -> str:
+        return f" {reply['content']}" if reply["content"] else ""
+
+
+@register_renderer("chatml")
+class ChatMLRenderer(Renderer):
+    """ChatML: ``<|im_start|>role\\ncontent<|im_end|>\\n`` per turn, no default system prompt.
+
+    The completion is ``content<|im_end|>``; if the tokenizer lacks ``<|im_end|>`` it is tokenised as text
+    and EOS is appended.
+    """
+
+    def prompt_text(self, messages: list[Message]) -> str:
+        turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return turns + "<|im_start|>assistant\n"
+
+    def completion_text(self, messages: list[Message], reply: Message) -> str:
+        return reply["content"] + "<|im_end|>"
+
+
+@register_renderer("llama3")
+class Llama3Renderer(Renderer):
+    """Llama 3 Instruct: ``<|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>``.
+
+    Content is stripped, as Meta's template does; no default system prompt. Tokenizers without the
+    Llama 3 special tokens get them as plain text (and EOS after the completion).
+    """
+
+    @staticmethod
+    def _turn(role: str, content: str) -> str:
+        return f"<|start_header_id|>{role}<|end_header_id|>\n\n{content.strip()}<|eot_id|>"
+
+    def prompt_text(self, messages: list[Message]) -> str:
+        turns = "".join(self._turn(m["role"], m["content"]) for m in messages)
+        return "<|begin_of_text|>" + turns + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+    def completion_text(self, messages: list[Message], reply: Message) -> str:
+        return reply["content"].strip() + "<|eot_id|>"

@@ -1,0 +1,115 @@
+"""Files a run writes to log_path while it trains: ``metrics.jsonl`` and PNG plots of the curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+# panel file name -> (title, [(metric key, label)])
+PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "loss": ("DPO loss", [("dpo_loss", "train"), ("eval_dpo_loss", "test")]),
+    "accuracy": ("Reward accuracy", [("accuracy", "train"), ("eval_accuracy", "test")]),
+    "margin": ("Reward margin", [("margin", "train"), ("eval_margin", "test")]),
+    "rewards": (
+        "Implicit rewards",
+        [
+            ("chosen_reward", "chosen (train)"),
+            ("rejected_reward", "rejected (train)"),
+            ("eval_chosen_reward", "chosen (test)"),
+            ("eval_rejected_reward", "rejected (test)"),
+        ],
+    ),
+    "test_nll": ("Test NLL of chosen completions (per token)", [("test/nll", "test")]),
+}
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends one JSON object per train or eval log to ``path`` (main process). On resume from step
+    ``resume_step``, rows written after that step by the interrupted run are dropped first."""
+
+    def __init__(self, path: str | Path, resume_step: int = 0) -> None:
+        self.path = Path(path)
+        self.resume_step = resume_step
+        self._truncated = False
+
+    def _truncate(self) -> None:
+        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        self._truncated = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if not self._truncated:
+            self._truncate()
+        row = {"step": state.global_step, "epoch": state.epoch}
+        row.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str)) and k != "total_flos"})
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def write_plots(rows: list[dict[str, Any]], directory: str | Path) -> list[Path]:
+    """One PNG per panel of ``PLOTS`` that has data; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (title, series) in PLOTS.items():
+        curves = []
+        for key, label in series:
+            points = [
+                (r["step"], r[key])
+                for r in rows
+                if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+            ]
+            if points:
+                curves.append((label, points))
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in curves:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
+        ax.set(title=title, xlabel="optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = directory / f"{name}.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+class PlotCallback(TrainerCallback):
+    """Redraws the PNG plots from ``metrics.jsonl`` after each evaluation and at the end of training."""
+
+    def __init__(self, directory: str | Path, metrics_path: str | Path) -> None:
+        self.directory = Path(directory)
+        self.metrics_path = Path(metrics_path)
+
+    def _draw(self, state) -> None:
+        if state.is_world_process_zero:
+            write_plots(read_metrics(self.metrics_path), self.directory)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._draw(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._draw(state)

@@ -1,0 +1,438 @@
+"""The training command: ``python -m hf_dpo.train [config.yaml] key=value ...`` (also ``hf-dpo-train``).
+
+``TrainConfig`` holds the run options (``log_path``, ``model_name``, ``dataset``, ``peft``, ``resume``, ...)
+plus every ``DPOConfig`` / ``TrainingArguments`` field as a flat key (``dpo_beta`` stands for
+``DPOConfig.beta``; ``log_path`` for ``output_dir``). :func:`run` checks everything (config, paths, data,
+tokenizer, renderer, model) before it creates ``log_path``, then trains and writes the run's outputs there
+(see ``docs/running.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import modeling
+from .cli_config import ConfigError, coerce_value, load_config, save_config
+from .config import DPOConfig
+
+logger = logging.getLogger("hf_dpo")
+
+RESUME_POLICIES = ("refuse", "auto", "overwrite")
+CONFIG_FILE = "config.yaml"
+FINAL_DIR = "final"
+MERGED_DIR = "merged"  # written by DPOTrainer.train with save_merged_model
+# DPOConfig fields that TrainConfig names differently (or sets itself).
+_RENAMED = {"output_dir": "log_path", "beta": "dpo_beta", "resume_from_checkpoint": "resume"}
+_NOT_CONFIGURABLE = {"parallelism_config"}  # an object, not expressible in YAML
+
+
+class RunSetupError(RuntimeError):
+    """The run cannot start; the message says why and how to fix it. Nothing was written to log_path
+    (unless creating log_path itself failed part-way)."""
+
+
+@dataclass
+class LoraOptions:
+    """The ``peft`` section: LoRA adapters instead of full fine-tuning (``peft.r=16`` turns it on)."""
+
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    bias: str = "none"
+    modules_to_save: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"peft.r must be >= 1, got {self.r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"peft.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if isinstance(self.target_modules, list) and self.target_modules == ["all-linear"]:
+            self.target_modules = "all-linear"
+
+    def to_peft_config(self) -> Any:
+        """The matching ``peft.LoraConfig`` for a causal LM."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            task_type="CAUSAL_LM",
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.target_modules,
+            bias=self.bias,
+            modules_to_save=self.modules_to_save,
+        )
+
+
+@dataclass
+class RunOptions:
+    """Run-level options of :class:`TrainConfig` (the DPOConfig fields are added next to these)."""
+
+    log_path: str
+    model_name: str
+    dataset: str
+    tokenizer_name: str | None = None
+    data_files: str | list[str] | dict[str, Any] | None = None
+    test_size: float | int | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    dpo_beta: float = 0.1
+    peft: LoraOptions | None = None
+    resume: str = "refuse"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume not in RESUME_POLICIES:
+            raise ValueError(f"resume={self.resume!r} is unknown; use one of {', '.join(RESUME_POLICIES)}")
+        peft_on = self.peft is not None
+        if getattr(self, "save_merged_model", False) and not peft_on:
+            raise ValueError(
+                "save_merged_model=true only applies to LoRA runs (a full fine-tune saves full weights); "
+                "set peft.r=<rank> to train LoRA adapters, or drop save_merged_model"
+            )
+        if peft_on and getattr(self, "sync_ref_model", False):
+            raise ValueError(
+                "sync_ref_model=true (TR-DPO) needs a separate reference model, but with LoRA (peft) the "
+                "reference is the base model with adapters disabled; drop sync_ref_model or the peft section"
+            )
+        if getattr(self, "push_to_hub", False) and not getattr(self, "hub_model_id", None):
+            raise ValueError("push_to_hub=true needs hub_model_id=<user or org>/<repo name>")
+
+    def dpo_config(self) -> DPOConfig:
+        """The ``DPOConfig`` for the Trainer (the Hub push is done by the run itself, at the end)."""
+        names = [f.name for f in dataclasses.fields(DPOConfig) if f.init and f.name not in _RENAMED]
+        kwargs = {n: copy.deepcopy(getattr(self, n)) for n in names if n not in _NOT_CONFIGURABLE}
+        kwargs.update(output_dir=self.log_path, beta=self.dpo_beta, push_to_hub=False)
+        if kwargs.get("report_to") is None:
+            kwargs["report_to"] = "none"
+        if self.quiet:
+            kwargs["disable_tqdm"] = True
+        return DPOConfig(**kwargs)
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Options for the dataset builder: ``dataset_options`` plus ``data_files`` / ``test_size`` if set."""
+        options = dict(self.dataset_options)
+        for name in ("data_files", "test_size"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        return options
+
+
+def _train_config_class() -> type[RunOptions]:
+    """``RunOptions`` plus each ``DPOConfig`` field (same type, default and help), as a flat dataclass."""
+    import typing
+
+    hints = typing.get_type_hints(DPOConfig)
+    own = {f.name for f in dataclasses.fields(RunOptions)}
+    extra = []
+    for f in dataclasses.fields(DPOConfig):
+        if not f.init or f.name in _RENAMED or f.name in _NOT_CONFIGURABLE or f.name in own:
+            continue
+        extra.append(
+            (
+                f.name,
+                hints[f.name],
+                field(default=f.default, default_factory=f.default_factory, metadata=f.metadata),
+            )
+        )
+    aliases = {"beta": "dpo_beta", "output_dir": "log_path"}
+    return dataclasses.make_dataclass(
+        "TrainConfig",
+        extra,
+        bases=(RunOptions,),
+        namespace={
+            "__config_aliases__": aliases,
+            "__module__": __name__,
+            "__doc__": "Every option of a training run (see docs/running.md).",
+        },
+    )
+
+
+TrainConfig = _train_config_class()
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced."""
+
+    trainer: Any
+    log_path: Path
+    final_dir: Path
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+@dataclass
+class _Prepared:
+    args: DPOConfig
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    model: Any
+    peft_config: Any
+    checkpoint: str | None
+    existing: bool
+
+
+# ---- checks (nothing is written before they all pass) ------------------------------------------------------
+def _check_log_path(config: Any) -> tuple[str | None, bool]:
+    """Writable log_path; the checkpoint to resume from (resume=auto); whether a previous run is there."""
+    path = Path(config.log_path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunSetupError(f"log_path {str(path)!r} is a file, not a directory; choose another log_path")
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    problem = f"{str(ancestor)!r} is a file" if not ancestor.is_dir() else _write_problem(ancestor)
+    if problem is not None:
+        raise RunSetupError(
+            f"log_path {str(path)!r} is not writable ({problem}); choose a log_path in a directory you can "
+            "write to"
+        )
+    found = path.iterdir() if path.is_dir() else []
+    entries = sorted(p.name for p in found if not p.name.startswith(_PROBE_PREFIX))
+    if not entries:
+        return None, False
+    if config.resume == "refuse":
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunSetupError(
+            f"log_path {str(path)!r} already holds a run ({shown}). Pass resume=auto to continue it from its "
+            "last checkpoint, resume=overwrite to delete it and start over, or choose a new log_path."
+        )
+    checkpoint = get_last_checkpoint(str(path)) if config.resume == "auto" else None
+    return checkpoint, True
+
+
+_PROBE_PREFIX = ".hf_dpo_write_probe_"  # other ranks' probes in log_path are not a previous run
+
+
+def _write_problem(directory: Path) -> str | None:
+    """Why nothing can be created in ``directory`` (None if it can). A real create-and-remove, because
+    ``os.access`` says yes to root even on read-only file systems and pseudo file systems such as /proc."""
+    try:
+        probe = tempfile.mkdtemp(prefix=_PROBE_PREFIX, dir=directory)
+    except OSError as e:
+        return f"cannot create anything in {str(directory)!r}: {e.strerror or e}"
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass  # writable all the same; a leftover empty probe directory is ignored by the check above
+    return None
+
+
+def _check_model_name(name: str) -> None:
+    looks_like_path = (
+        name.endswith(".gguf") or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    )
+    if looks_like_path and not os.path.exists(os.path.expanduser(name)):
+        raise RunSetupError(
+            f"model_name {name!r} does not exist. Give a Hub id (e.g. HuggingFaceTB/SmolLM2-135M-Instruct), "
+            "a local model directory (with config.json), or a .gguf file."
+        )
+
+
+def resolve_tokenizer(config: Any) -> Any:
+    """``tokenizer_name``, else the model's tokenizer (for a ``.gguf``: the directory beside it when it holds
+    tokenizer files, else the tokenizer embedded in the GGUF file)."""
+    name = config.tokenizer_name or config.model_name
+    if name.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(name)):
+        raise RunSetupError(
+            f"tokenizer_name {name!r} does not exist; give a Hub id or a local tokenizer directory"
+        )
+    try:
+        return modeling.load_tokenizer(name)
+    except (OSError, ValueError) as e:
+        raise RunSetupError(
+            f"cannot load the tokenizer {name!r}: {e}. Set tokenizer_name=<hub id or dir>."
+        ) from e
+
+
+def load_data(config: Any) -> Any:
+    """The builder's ``PreferenceData`` (options typed by the builder's fields)."""
+    from .data import build_preference_dataset, builder_options, get_builder
+
+    try:
+        hints = builder_options(get_builder(config.dataset))
+    except TypeError:
+        hints = {}
+    except ValueError as e:
+        raise RunSetupError(f"dataset={config.dataset!r}: {e}") from None
+    options = {}
+    for key, value in config.dataset_kwargs().items():
+        key_name = key if key in ("data_files", "test_size") else f"dataset_options.{key}"
+        options[key] = coerce_value(value, hints[key], key_name) if key in hints else value
+    try:
+        return build_preference_dataset(config.dataset, **options)
+    except (ValueError, OSError, FileNotFoundError) as e:
+        raise RunSetupError(f"cannot build dataset {config.dataset!r}: {e}") from e
+    except Exception as e:  # datasets raises its own types for unreadable files
+        if type(e).__module__.startswith(("datasets", "pyarrow", "json")):
+            raise RunSetupError(
+                f"cannot read the data of dataset {config.dataset!r}: {type(e).__name__}: {e}. "
+                "Check data_files (path, format, JSON lines)."
+            ) from e
+        raise
+
+
+def prepare(config: Any) -> _Prepared:
+    """Every check and load that can fail on bad input, before anything is written to log_path."""
+    checkpoint, existing = _check_log_path(config)
+    _check_model_name(config.model_name)
+    try:
+        args = config.dpo_config()
+    except ValueError as e:
+        raise RunSetupError(f"invalid training option: {e}") from e
+    tokenizer = resolve_tokenizer(config)
+    if args.renderer_name is not None:
+        from .renderers import get_renderer
+
+        try:
+            get_renderer(args.renderer_name, tokenizer)
+        except ValueError as e:
+            raise RunSetupError(f"renderer_name={args.renderer_name!r}: {e}") from None
+    data = load_data(config)
+    if len(data.train) == 0:
+        raise RunSetupError(f"dataset {config.dataset!r} produced no training pairs (skips: {data.skips})")
+    eval_dataset = data.test if len(data.test) > 0 else None
+    if eval_dataset is None and args.eval_strategy != "no":
+        raise RunSetupError(
+            f"eval_strategy={args.eval_strategy.value!r} but dataset {config.dataset!r} has no "
+            "test pairs; set test_size=<fraction or count> or eval_strategy=no"
+        )
+    from .modeling import load_causal_lm
+
+    try:
+        model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
+    except (OSError, ValueError) as e:
+        raise RunSetupError(f"cannot load model_name {config.model_name!r}: {e}") from e
+    peft_config = config.peft.to_peft_config() if config.peft is not None else None
+    return _Prepared(args, tokenizer, data.train, eval_dataset, model, peft_config, checkpoint, existing)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResult:
+    """Train as ``config`` says and write every output to ``config.log_path``."""
+    from accelerate import PartialState
+
+    from .console import MetricsTableCallback
+    from .model_card import write_model_card
+    from .run_outputs import MetricsFileCallback, PlotCallback
+
+    prep = prepare(config)  # every process checks log_path (and the rest) before any process writes
+    state = PartialState()
+    state.wait_for_everyone()
+    log_path = Path(prep.args.output_dir)
+    if state.is_main_process:
+        _create_log_path(log_path, config, overwrite=prep.existing and config.resume == "overwrite")
+    state.wait_for_everyone()
+    resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
+
+    from .trainer import DPOTrainer
+
+    trainer = DPOTrainer(
+        model=prep.model,
+        args=prep.args,
+        train_dataset=prep.train_dataset,
+        eval_dataset=prep.eval_dataset,
+        processing_class=prep.tokenizer,
+        peft_config=prep.peft_config,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(MetricsFileCallback(log_path / "metrics.jsonl", resume_step=resume_step))
+    trainer.add_callback(PlotCallback(log_path / "plots", log_path / "metrics.jsonl"))
+    if not config.quiet:
+        trainer.add_callback(MetricsTableCallback(show_progress=not prep.args.disable_tqdm))
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+
+    trainer.train(resume_from_checkpoint=prep.checkpoint)
+    eval_metrics = _final_eval(trainer) if prep.eval_dataset is not None else {}
+    train_metrics = _last_train_log(trainer.state.log_history)
+
+    final_dir = log_path / FINAL_DIR
+    trainer.save_model(str(final_dir))
+    saved_merged = config.peft is not None and config.save_merged_model  # DPOTrainer.train wrote it
+    merged_dir = log_path / MERGED_DIR if saved_merged else None
+    if trainer.is_world_process_zero():
+        card = dict(config=config, train_metrics=train_metrics, eval_metrics=eval_metrics)
+        write_model_card(final_dir, adapter=config.peft is not None, **card)
+        if merged_dir is not None:
+            write_model_card(merged_dir, adapter=False, merged=True, **card)
+        if config.push_to_hub:
+            from .hub import push_run
+
+            push_run(final_dir, merged_dir, config)
+    state.wait_for_everyone()
+    return RunResult(trainer, log_path, final_dir, train_metrics, eval_metrics)
+
+
+def _create_log_path(log_path: Path, config: Any, overwrite: bool) -> None:
+    """Create ``log_path`` (emptied first when ``overwrite``) and write ``config.yaml`` into it."""
+    try:
+        if overwrite:
+            shutil.rmtree(log_path)
+        log_path.mkdir(parents=True, exist_ok=True)
+        save_config(config, log_path / CONFIG_FILE)
+    except OSError as e:
+        raise RunSetupError(
+            f"cannot write the run's log_path {str(log_path)!r}: {e}. Choose a log_path on a writable disk "
+            "with free space (check its permissions), then run again."
+        ) from e
+
+
+def _final_eval(trainer: Any) -> dict[str, float]:
+    """Metrics of an evaluation at the last step (reused if the eval schedule just ran one)."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if evals and evals[-1].get("step") == trainer.state.global_step:
+        return dict(evals[-1])
+    return trainer.evaluate()
+
+
+def _last_train_log(history: list[dict[str, float]]) -> dict[str, float]:
+    logs = [h for h in history if "loss" in h or "dpo_loss" in h]
+    return dict(logs[-1]) if logs else {}
+
+
+USAGE = """usage: hf-dpo-train [config.yaml] key=value ...
+       python -m hf_dpo.train [config.yaml] key=value ...
+       accelerate launch -m hf_dpo.train [config.yaml] key=value ...
+
+Required keys: log_path, model_name, dataset. Examples:
+  hf-dpo-train yaml_configs/quickstart.yaml
+  hf-dpo-train log_path=runs/dpo model_name=HuggingFaceTB/SmolLM2-135M-Instruct dataset=helpsteer3 \\
+      learning_rate=1e-6 dpo_beta=0.1 peft.r=16
+Every DPOConfig / TrainingArguments field is a key; see docs/running.md."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (2: a config or setup error, printed as one paragraph)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(TrainConfig, argv)
+        run(config)
+    except (ConfigError, RunSetupError) as e:
+        print(f"hf-dpo-train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
