@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers.trainer_callback import ProgressCallback
 
-_HIDDEN = {"total_flos", "epoch"}
+_HIDDEN = {"total_flos", "epoch", "eval_nll"}  # eval_nll duplicates test/nll
 _HIDDEN_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")  # timing noise of evaluate()
 
 
@@ -40,11 +40,13 @@ def metrics_table(step: int, logs: dict[str, Any], width: int = 80) -> str:
 
 class MetricsTableCallback(ProgressCallback):
     """``ProgressCallback`` whose logs are printed as a table instead of a dict; ``show_progress=False``
-    keeps only the tables."""
+    keeps only the tables. When an evaluation follows a training log at the same step, both go in one table
+    (so ``test/nll`` sits next to the training metrics)."""
 
     def __init__(self, show_progress: bool = True) -> None:
         super().__init__()
         self.show_progress = show_progress
+        self._pending: dict[str, Any] = {}  # a training log waiting for the evaluation of the same step
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress:
@@ -61,11 +63,21 @@ class MetricsTableCallback(ProgressCallback):
             super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._print(state, self._pending)
         if self.training_bar is not None:
             super().on_train_end(args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
+            return
+        if control.should_evaluate and not any(k.startswith("eval_") for k in logs):
+            self._pending = dict(logs)  # Trainer evaluates right after this log: print both together
+            return
+        self._print(state, {**self._pending, **logs})
+
+    def _print(self, state, logs: dict[str, Any]) -> None:
+        self._pending = {}
+        if not logs:
             return
         text = metrics_table(state.global_step, logs)
         if self.training_bar is not None:
