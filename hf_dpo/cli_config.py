@@ -134,11 +134,14 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 
+SECRET_SUFFIX = "_token"  # e.g. hub_token: never written to disk
+
+
 def save_config(config: Any, path: str | os.PathLike) -> None:
-    """Write ``config`` as YAML; ``load_config(type(config), [path])`` reads it back to an equal config."""
-    Path(path).write_text(
-        yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), "utf-8"
-    )
+    """Write ``config`` as YAML; ``load_config(type(config), [path])`` reads it back to an equal config,
+    except that secrets (fields named ``*_token``) are written as null."""
+    values = {k: (None if k.endswith(SECRET_SUFFIX) else v) for k, v in config_to_dict(config).items()}
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), "utf-8")
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
@@ -295,6 +298,9 @@ def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:
     others = [m for m in members if m is not type(None)]
     # Typed alternatives first (a command-line "5" should become 5 for int | str), text last.
     ordered = [m for m in others if m is not str] + [m for m in others if m is str]
+    if int in ordered and float in ordered:  # "20" is a count for float | int; "0.1" still falls to float
+        ordered.remove(int)
+        ordered.insert(ordered.index(float), int)
     if isinstance(value, str) and not isinstance(value, _Raw) and str in others:
         ordered = [str] + [m for m in ordered if m is not str]  # YAML already decided that this is text
     elif isinstance(value, _Raw) and str in others and not value.strip().startswith("[") and "," not in value:

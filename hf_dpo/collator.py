@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from .layouts import BatchLayout, get_layout
+from .tokenization import REF_COLUMNS
 
-# Per-pair float columns passed through as (B,) tensors, e.g. precomputed reference log-probs.
-PAIR_FLOAT_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+# Per-pair float columns passed through as (B,) tensors: precomputed reference log-probs.
+PAIR_FLOAT_COLUMNS = REF_COLUMNS
 
 
 class DPODataCollator:

@@ -9,6 +9,8 @@ linear map of the final hidden state fall back to the full-logits path.
 from __future__ import annotations
 
 import inspect
+import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,8 @@ from accelerate.utils import extract_model_from_parallel
 
 from .attention import model_inputs
 from .logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
+
+logger = logging.getLogger("hf_dpo")
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,50 @@ def lm_head_is_sharded(model: torch.nn.Module) -> bool:
     return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
 
 
+_HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 def uses_hidden_path(model: torch.nn.Module) -> bool:
     """True if log-probs can be computed from the final hidden state and a plain linear LM head (which
-    must be whole outside the forward: not under FSDP / ZeRO-3)."""
+    must be whole outside the forward: not under FSDP / ZeRO-3). Decided once per model: besides the
+    structural checks, a probe forward verifies that the model's logits are exactly ``head(hidden)``
+    (models that scale or soft-cap their logits after the head take the full-logits path)."""
     lm = base_causal_lm(model)
-    head = lm.get_output_embeddings()
     if lm_head_is_sharded(model):
         return False
-    config = getattr(lm, "config", None)
-    plain_logits = not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
-    return (
-        type(head) is torch.nn.Linear
-        and plain_logits
-        and hasattr(lm, "get_decoder")
-        and "logits_to_keep" in inspect.signature(lm.forward).parameters
-    )
+    if lm not in _HIDDEN_PATH_OK:
+        head = lm.get_output_embeddings()
+        config = getattr(lm, "config", None)
+        ok = (
+            type(head) is torch.nn.Linear
+            and not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+            and hasattr(lm, "get_decoder")
+            and "logits_to_keep" in inspect.signature(lm.forward).parameters
+            and _head_reproduces_logits(lm)
+        )
+        if not ok:
+            logger.info("hf_dpo: %s uses the full-logits log-prob path", type(lm).__name__)
+        _HIDDEN_PATH_OK[lm] = ok
+    return _HIDDEN_PATH_OK[lm]
+
+
+def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
+    """Probe the bare model (never a DDP wrapper) on a few tokens: are its logits ``head(final hidden)``?"""
+    head = lm.get_output_embeddings()
+    captured: dict[str, torch.Tensor] = {}
+    handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
+    ids = torch.arange(1, 9, device=head.weight.device).unsqueeze(0) % head.weight.shape[0]
+    try:
+        with torch.no_grad():
+            logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        mine = torch.nn.functional.linear(
+            captured["hidden"][:, -1:].to(head.weight.dtype), head.weight, head.bias
+        )
+    scale = logits.abs().max().clamp(min=1.0)
+    return bool((mine.float() - logits).abs().max() <= 1e-2 * scale)
 
 
 def sequence_logps(

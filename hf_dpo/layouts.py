@@ -96,6 +96,7 @@ class PaddedLayout(BatchLayout):
     name = "padded"
 
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+        _check_prompts(pairs, self.name)
         num_pairs = len(pairs)
         rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
             (p["prompt_ids"], p["rejected_ids"]) for p in pairs

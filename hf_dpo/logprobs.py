@@ -29,10 +29,11 @@ class _ChunkedTokenLogps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
+        w, b = _compute_params(hidden, weight, bias)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
         for start in range(0, hidden.shape[0], chunk_size):
-            logits = _chunk_logits(hidden[start : start + chunk_size], weight, bias)
+            logits = _chunk_logits(hidden[start : start + chunk_size], w, b)
             lse_c = torch.logsumexp(logits, dim=-1)
             tgt = targets[start : start + chunk_size]
             out[start : start + chunk_size] = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - lse_c
@@ -46,25 +47,43 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        grad_bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device)
+        w, b = _compute_params(hidden, weight, bias)
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_bias = ctx.has_bias and ctx.needs_input_grad[2]
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        # fp32 accumulators only for what needs a gradient (a frozen LM head, as with PEFT, needs none)
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        )
+        grad_bias = (
+            torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_bias else None
+        )
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
             h = hidden[sl]
             # d logp / d logits = onehot(y) − softmax(logits); scaled by the incoming gradient.
-            grad_logits = -torch.exp(_chunk_logits(h, weight, bias) - lse[sl].unsqueeze(-1))
+            grad_logits = -torch.exp(_chunk_logits(h, w, b) - lse[sl].unsqueeze(-1))
             grad_logits.scatter_add_(-1, targets[sl].unsqueeze(-1), torch.ones_like(lse[sl]).unsqueeze(-1))
             grad_logits.mul_(grad_out[sl].float().unsqueeze(-1))
             if grad_hidden is not None:
-                grad_hidden[sl] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
-            if ctx.needs_input_grad[1]:
+                grad_hidden[sl] = (grad_logits.to(w.dtype) @ w).to(hidden.dtype)
+            if grad_weight is not None:
                 grad_weight.addmm_(grad_logits.t(), h.float())
-            if ctx.has_bias and ctx.needs_input_grad[2]:
+            if grad_bias is not None:
                 grad_bias.add_(grad_logits.sum(0))
-        gw = grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        gb = grad_bias.to(bias.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gw = grad_weight.to(weight.dtype) if grad_weight is not None else None
+        gb = grad_bias.to(bias.dtype) if grad_bias is not None else None
         return grad_hidden, gw, gb, None, None
+
+
+def _compute_params(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LM head in the matmul dtype: the hidden states' half precision under mixed precision (fp32
+    weights, bf16/fp16 activations, as autocast would compute the head), else the weights' own dtype."""
+    low = hidden.dtype in (torch.bfloat16, torch.float16) and weight.dtype == torch.float32
+    dtype = hidden.dtype if low else weight.dtype
+    return weight.to(dtype), (bias.to(dtype) if bias is not None else None)
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -96,7 +115,10 @@ def chunked_token_logps(
     """
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32) + 0 * weight.sum()
-    return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size))
+    # The head's precision is decided here (see ``_compute_params``), never by an enclosing autocast, so the
+    # policy and the reference (whose forwards may sit in different autocast contexts) score tokens alike.
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size))
 
 
 def chunked_logits_token_logps(

@@ -16,6 +16,7 @@ rank gets the full columns; the main process writes the cache. All ranks agree o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -30,11 +31,9 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .reference import PrecomputedReference, ReferencePolicy
-from .tokenization import TOKEN_COLUMNS
+from .tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
-
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
 def default_cache_dir() -> str:
@@ -119,7 +118,10 @@ def add_reference_columns(
     )
     device = accelerator.device if accelerator is not None else next(policy.parameters()).device
     reference_fingerprint = reference_fingerprint or reference.fingerprint(policy)
-    key = hashlib.sha256(f"{reference_fingerprint}|{data_fingerprint(dataset)}".encode()).hexdigest()
+    precision = accelerator.mixed_precision if accelerator is not None else "no"  # bf16 log-probs != fp32
+    key = hashlib.sha256(
+        f"{reference_fingerprint}|{data_fingerprint(dataset)}|{precision}".encode()
+    ).hexdigest()
     path = os.path.join(cache_dir or default_cache_dir(), f"{key}.safetensors")
     values = _load(path, len(dataset))
     if world > 1:  # every rank must take the same branch, or the gather below would hang
@@ -129,18 +131,20 @@ def add_reference_columns(
     if values is None:
         was_training = policy.training
         policy.eval()
+        autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
         try:
-            indices, logps = compute_reference_logps(
-                dataset,
-                lambda b: reference.logps(policy, b, chunk_size),
-                collator,
-                batch_size,
-                device,
-                rank,
-                world,
-                desc,
-                show_progress,
-            )
+            with autocast:  # the precision of the training forward, so cached == live reference log-probs
+                indices, logps = compute_reference_logps(
+                    dataset,
+                    lambda b: reference.logps(policy, b, chunk_size),
+                    collator,
+                    batch_size,
+                    device,
+                    rank,
+                    world,
+                    desc,
+                    show_progress,
+                )
         finally:
             policy.train(was_training)
         values = _gather(indices, logps, len(dataset), accelerator) if world > 1 else logps

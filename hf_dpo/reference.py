@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from accelerate.utils import extract_model_from_parallel
 
-from .forward import sequence_logps
+from .forward import base_causal_lm, sequence_logps
 
 REFERENCE_ADAPTER = "reference"
 
@@ -56,11 +56,14 @@ class ReferencePolicy(abc.ABC):
     def fingerprint(self, policy: torch.nn.Module) -> str:
         """sha256 of the reference weights (names, dtypes, shapes, bytes) and the model config."""
         hasher = hashlib.sha256()
-        config = getattr(_unwrap_to_lm(policy), "config", None)
+        config = getattr(base_causal_lm(policy), "config", None)
         if config is not None:
             hasher.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.named_weights(policy), key=lambda item: item[0]):
             tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # DTensor: the local shard
+            tensor = getattr(
+                tensor, "ds_tensor", tensor
+            )  # DeepSpeed ZeRO-3: the local partition, not empty data
             tensor = tensor.detach().contiguous().cpu()
             hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
             hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -224,11 +227,6 @@ def _peft_model(policy: torch.nn.Module) -> Any:
     if not _is_peft(model):
         raise TypeError(f"expected a peft.PeftModel, got {type(model).__name__}")
     return model
-
-
-def _unwrap_to_lm(model: torch.nn.Module) -> torch.nn.Module:
-    model = extract_model_from_parallel(model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

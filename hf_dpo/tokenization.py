@@ -16,9 +16,9 @@ Truncation rules: (1) a prompt longer than ``max_prompt_length`` keeps its last 
 turns), keeping a leading BOS if it had one; (2) each completion is then cut from the right to fit
 ``max_length`` together with the prompt; (3) a pair left with no completion token is skipped with reason
 ``prompt_too_long`` (only possible when ``max_prompt_length`` is None or ≥ ``max_length``).
-Pairs whose chosen and rejected completions are identical carry no preference and are skipped with reason
-``chosen_equals_rejected``. Skips are counted, logged once, and never silent; malformed rows raise
-``ValueError`` naming the row index, the field and the fix.
+Pairs whose chosen and rejected completions are identical (also after truncation) carry no preference and
+are skipped with reason ``chosen_equals_rejected``. Skips are counted, logged once, and never silent;
+malformed rows raise ``ValueError`` naming the row index, the field and the fix.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ logger = logging.getLogger("hf_dpo")
 
 Message = dict[str, str]
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # precomputed reference log-probs, per pair
 
 
 def _row_error(index: int, field: str, problem: str, fix: str) -> ValueError:
@@ -206,8 +207,6 @@ def tokenize_row(
             "the prompt encodes to no tokens, so the first completion token has no context",
             "give the row a prompt, or use a tokenizer that adds a BOS token",
         )
-    if chosen_ids == rejected_ids:
-        return "chosen_equals_rejected"
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         bos = _bos(tokenizer)
         keep_bos = bool(bos) and prompt_ids[: len(bos)] == bos and max_prompt_length > len(bos)
@@ -218,6 +217,8 @@ def tokenize_row(
         if room < 1:
             return "prompt_too_long"
         chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+    if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
+        return "chosen_equals_rejected"
     return {
         "prompt_ids": list(prompt_ids),
         "chosen_ids": list(chosen_ids),
@@ -239,7 +240,7 @@ def tokenize_dataset(
     Returns the dataset with ``TOKEN_COLUMNS`` (plus any precomputed ``ref_*_logps`` columns kept) and the
     skip counts by reason, which are also logged once.
     """
-    keep = [c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in dataset.column_names]
+    keep = [c for c in REF_COLUMNS if c in dataset.column_names]
 
     def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}

@@ -115,7 +115,9 @@ class RunOptions:
         """The ``DPOConfig`` for the Trainer (the Hub push is done by the run itself, at the end)."""
         names = [f.name for f in dataclasses.fields(DPOConfig) if f.init and f.name not in _RENAMED]
         kwargs = {n: copy.deepcopy(getattr(self, n)) for n in names if n not in _NOT_CONFIGURABLE}
-        kwargs.update(output_dir=self.log_path, beta=self.dpo_beta, push_to_hub=False)
+        # the Hub push is the run's (hub.push_run reads the token from here): keep the secret out of the
+        # TrainingArguments that Trainer pickles into every checkpoint
+        kwargs.update(output_dir=self.log_path, beta=self.dpo_beta, push_to_hub=False, hub_token=None)
         if kwargs.get("report_to") is None:
             kwargs["report_to"] = "none"
         if self.quiet:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, PreTrainedModel, Trainer
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from .adapters import check_quantization_support, prepare_peft_model, save_merged_model
 from .collator import DPODataCollator, pad_token_id_for
@@ -100,19 +100,27 @@ class DPOTrainer(Trainer):
             **kwargs,
         )
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
-        self.reference = self.reference.to(self.accelerator.device)
+        if args.n_gpu > 1:
+            raise ValueError(
+                f"{args.n_gpu} GPUs in one process (torch DataParallel) are not supported by DPOTrainer: one "
+                "batch is one set of pairs. Launch one process per GPU instead: `accelerate launch "
+                "--num_processes N ...` or `torchrun --nproc_per_node N ...`."
+            )
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         if sharded and getattr(self.reference, "model", None) is not None:
             from .distributed import prepare_frozen_model  # shard the frozen reference like the policy
 
             self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
+        else:
+            self.reference = self.reference.to(self.accelerator.device)
         if args.precompute_ref_log_probs:
             self.reference = precompute_reference(self)
         if args.sync_ref_model:
             sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
             self.add_callback(sync)
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
-        self._last_log = (0, time.perf_counter())
+        self._log_window = _LogWindow()
+        self.add_callback(self._log_window)
 
     @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
@@ -155,7 +163,8 @@ class DPOTrainer(Trainer):
         if "ref_chosen_logps" in inputs:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
-            ref = self.reference.logps(model, inputs, args.logprob_chunk_size)
+            with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
+                ref = self.reference.logps(model, inputs, args.logprob_chunk_size)
             ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
         pc, pr = policy.chosen(num_pairs), policy.rejected(num_pairs)
         out = dpo_loss(
@@ -227,12 +236,12 @@ class DPOTrainer(Trainer):
                 logs[f"test/{name}/nll" if name else "test/nll"] = logs[f"{prefix}_nll"] = metrics["test/nll"]
         elif "loss" in logs:
             step, now = self.state.global_step, time.perf_counter()
-            steps = max(step - self._last_log[0], 1)
+            steps = max(step - self._log_window.step, 1)
             sums = self._metric_sums["train"].reduce(self._all_reduce_sum, self.accelerator.device)
             logs.update(summarize(sums, num_steps=steps, with_nll=False))
             logs["progress"] = step / max(self.state.max_steps, 1)
-            logs["batch_time"] = (now - self._last_log[1]) / steps
-            self._last_log = (step, now)
+            logs["batch_time"] = (now - self._log_window.time) / steps
+            self._log_window.step, self._log_window.time = step, now
         super().log(logs, start_time)
 
     # ---- saving -------------------------------------------------------------------------------------------
@@ -252,3 +261,14 @@ class DPOTrainer(Trainer):
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
+
+
+class _LogWindow(TrainerCallback):
+    """Start (optimizer step, wall time) of the current logging window; reset when training (re)starts, so
+    per-step averages stay right after resuming from a checkpoint."""
+
+    def __init__(self) -> None:
+        self.step, self.time = 0, time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.step, self.time = state.global_step, time.perf_counter()

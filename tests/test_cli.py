@@ -231,3 +231,33 @@ def test_log_path_creation_failure_is_a_setup_error(tmp_path):
     with pytest.raises(RunSetupError, match=r"cannot write the run's log_path .*Choose a log_path"):
         _create_log_path(afile / "run", config, overwrite=False)
     assert afile.read_text() == "x"
+
+
+def test_a_count_stays_an_int_for_float_or_int_fields(tmp_path):
+    @dataclass
+    class Split:
+        test_size: float | int = 0.1
+
+    assert load_config(Split, ["test_size=20"]).test_size == 20
+    assert isinstance(load_config(Split, ["test_size=20"]).test_size, int)
+    assert load_config(Split, ["test_size=0.25"]).test_size == 0.25
+    (tmp_path / "c.yaml").write_text("test_size: 20\n")
+    assert isinstance(load_config(Split, [str(tmp_path / "c.yaml")]).test_size, int)
+
+
+def test_the_hub_token_is_never_written_to_disk(tmp_path):
+    config = load_config(
+        TrainConfig,
+        [
+            "log_path=/tmp/x",
+            "model_name=m",
+            "dataset=arithmetic",
+            "hub_token=hf_SECRET",
+            "push_to_hub=true",
+            "hub_model_id=me/x",
+        ],
+    )
+    save_config(config, tmp_path / "config.yaml")
+    assert "hf_SECRET" not in (tmp_path / "config.yaml").read_text()
+    assert config.hub_token == "hf_SECRET"  # the run itself still has it for the push
+    assert config.dpo_config().hub_token is None  # not in the TrainingArguments pickled into checkpoints

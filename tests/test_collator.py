@@ -58,3 +58,12 @@ def test_pad_token_fallbacks():
 def test_untokenized_features_give_a_clear_error():
     with pytest.raises(ValueError, match="needs tokenized pairs"):
         DPODataCollator(0)([{"prompt": "a", "chosen": "b", "rejected": "c"}])
+
+
+def test_empty_prompt_is_refused_rather_than_scored_from_another_row():
+    pairs = [
+        {"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]},
+        {"prompt_ids": [], "chosen_ids": [5], "rejected_ids": [6]},
+    ]
+    with pytest.raises(ValueError, match="empty prompt_ids"):
+        DPODataCollator(0)(pairs)

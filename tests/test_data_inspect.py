@@ -106,7 +106,7 @@ def test_inspect_arithmetic_with_char_tokenizer(tmp_path, char_tokenizer, capsys
         "split=test",
         "seed=5",
     ]
-    assert main([*argv, "max_length=30", "max_prompt_length=20", "num_examples=2"]) == 0
+    assert main([*argv, "max_length=34", "max_prompt_length=20", "num_examples=2"]) == 0
     out = capsys.readouterr().out
     data = build_preference_dataset("arithmetic", num_train=40, num_test=10, seed=5)
     assert "dataset 'arithmetic': 40 train / 10 test pairs; showing test" in out
@@ -119,16 +119,16 @@ def test_inspect_arithmetic_with_char_tokenizer(tmp_path, char_tokenizer, capsys
     assert table["chosen"] == expected_row([len(c) - 3 for c in chosen])  # "</s>" is one token
     assert table["rejected"] == expected_row([len(r) - 3 for r in rejected])
     prompt_cut = sum(len(p) > 20 for p in prompts)
-    chosen_cut = sum(min(len(p), 20) + len(c) - 3 > 30 for p, c in zip(prompts, chosen, strict=True))
+    chosen_cut = sum(min(len(p), 20) + len(c) - 3 > 34 for p, c in zip(prompts, chosen, strict=True))
     assert (
-        f"truncation (max_length=30, max_prompt_length=20): {prompt_cut} prompt, {chosen_cut} chosen" in out
+        f"truncation (max_length=34, max_prompt_length=20): {prompt_cut} prompt, {chosen_cut} chosen" in out
     )
     assert prompt_cut > 0 and chosen_cut > 0
     # the examples: the kept (truncated) prompt, then the trained completion inside [[ ]]
     for i in range(2):
-        assert f"--- test pair {i} (tokens: prompt 20, chosen {30 - 20}, rejected {30 - 20})" in out
-        assert f"{prompts[i][-20:]}[[{chosen[i][:10]}]]" in out
-        assert f"…[[{rejected[i][:10]}]]" in out
+        assert f"--- test pair {i} (tokens: prompt 20, chosen {34 - 20}, rejected {34 - 20})" in out
+        assert f"{prompts[i][-20:]}[[{chosen[i][:14]}]]" in out
+        assert f"…[[{rejected[i][:14]}]]" in out
 
 
 @needs_shared

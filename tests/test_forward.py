@@ -85,3 +85,26 @@ def test_peft_wrapped_model_uses_hidden_path_and_matches():
     with peft_model.disable_adapter():
         base = sequence_logps(peft_model, batch).logps
     assert not torch.allclose(base, hidden)  # the random LoRA weights do change the model
+
+
+def test_models_that_scale_logits_after_the_head_take_the_full_logits_path():
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(5)
+    config = GraniteConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        logits_scaling=8.0,
+    )
+    model = GraniteForCausalLM(config).eval()
+    assert not uses_hidden_path(model)  # logits = head(hidden) / 8: the probe catches it
+    batch = DPODataCollator(0)(PAIRS)
+    out = sequence_logps(model, batch)
+    expected = [separate_logps(model, p["prompt_ids"], p["chosen_ids"]) for p in PAIRS] + [
+        separate_logps(model, p["prompt_ids"], p["rejected_ids"]) for p in PAIRS
+    ]
+    torch.testing.assert_close(out.logps, torch.stack(expected), atol=1e-5, rtol=1e-5)

@@ -71,3 +71,17 @@ def test_logits_path_and_sum_by_sequence():
     seq = torch.tensor([0, 0, 1, 2, 2, 2, 1, 0, 3, 3, 3])
     values = torch.arange(11, dtype=torch.float32)
     assert sum_by_sequence(values, seq, 5).tolist() == [0 + 1 + 7, 2 + 6, 3 + 4 + 5, 8 + 9 + 10, 0]
+
+
+def test_mixed_precision_head_matches_a_bf16_matmul_and_frozen_head_gets_no_gradient():
+    torch.manual_seed(4)
+    hidden = torch.randn(20, 16, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.randn(40, 16)  # fp32 master weights, frozen (as with a PEFT model)
+    targets = torch.randint(0, 40, (20,))
+    chunked = chunked_token_logps(hidden, weight, targets, None, 7)
+    (g_chunked,) = torch.autograd.grad(chunked.sum(), hidden)
+    naive = naive_token_logps(hidden @ weight.bfloat16().t(), targets)  # what autocast would compute
+    (g_naive,) = torch.autograd.grad(naive.sum(), hidden)
+    torch.testing.assert_close(chunked, naive, atol=1e-5, rtol=1e-5)
+    assert g_chunked.dtype == torch.bfloat16
+    torch.testing.assert_close(g_chunked.float(), g_naive.float(), atol=2e-2, rtol=2e-2)

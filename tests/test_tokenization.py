@@ -112,3 +112,12 @@ def test_empty_prompt_without_bos_is_a_clear_error(char_tokenizer):
     # implicit text prompt with nothing shared, and a tokenizer that adds no BOS: nothing to condition on
     with pytest.raises(ValueError, match=r"row 7, field 'prompt': the prompt encodes to no tokens"):
         tokenize_row({"chosen": "yes", "rejected": "no"}, 7, char_tokenizer, None, 64, 32)
+
+
+def test_pairs_made_identical_by_truncation_are_skipped(char_tokenizer):
+    row = {"prompt": "abc", "chosen": "same start A", "rejected": "same start B"}
+    assert (
+        tokenize_row(row, 0, char_tokenizer, None, max_length=8, max_prompt_length=4)
+        == "chosen_equals_rejected"
+    )
+    assert isinstance(tokenize_row(row, 0, char_tokenizer, None, max_length=64, max_prompt_length=4), dict)

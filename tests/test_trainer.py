@@ -244,3 +244,45 @@ def test_dict_of_eval_sets_reports_each_under_its_prefix(tmp_path, char_tokenize
     assert both["eval_b_dpo_loss"] == pytest.approx(only_b["eval_dpo_loss"], abs=1e-6)
     assert both["test/b/nll"] == pytest.approx(only_b["test/nll"], abs=1e-6)
     assert both["eval_a_dpo_loss"] != pytest.approx(both["eval_b_dpo_loss"])
+
+
+def test_per_step_metrics_are_right_on_the_first_log_after_resuming(tmp_path, char_tokenizer):
+    data = copy_task(32, seed=16)
+    args = config(
+        tmp_path,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        per_device_train_batch_size=4,
+    )
+    DPOTrainer(
+        make_tiny_llama(len(char_tokenizer), seed=17),
+        args=args,
+        processing_class=char_tokenizer,
+        train_dataset=data,
+    ).train()
+    resumed = DPOTrainer(
+        make_tiny_llama(len(char_tokenizer), seed=17),
+        args=args,
+        processing_class=char_tokenizer,
+        train_dataset=data,
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    step3 = next(h for h in resumed.state.log_history if h.get("step") == 3 and "num_pairs" in h)
+    assert step3["num_pairs"] == 4  # one step of 4 pairs, not 4 pairs spread over steps 0..3
+
+
+def test_reference_runs_in_the_same_mixed_precision_as_the_policy(tmp_path, char_tokenizer):
+    # policy == reference at step 0: with bf16 autocast on both forwards the rewards must be exactly 0
+    args = config(tmp_path, max_steps=1, logging_steps=1, bf16=True, learning_rate=0.0)
+    trainer = DPOTrainer(
+        make_tiny_llama(len(char_tokenizer), seed=18),
+        args=args,
+        processing_class=char_tokenizer,
+        train_dataset=copy_task(16, seed=19),
+    )
+    trainer.train()
+    log = next(h for h in trainer.state.log_history if "dpo_loss" in h)
+    assert log["chosen_reward"] == 0.0 and log["rejected_reward"] == 0.0
+    assert log["dpo_loss"] == pytest.approx(math.log(2), abs=1e-6)

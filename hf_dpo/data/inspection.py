@@ -21,11 +21,12 @@ from typing import Literal
 import datasets
 from rich.console import Console
 from rich.text import Text
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from hf_dpo.cli_config import ConfigError, load_config, parse_argv
 from hf_dpo.data.builder import DatasetBuilder
 from hf_dpo.data.registry import builder_class, builder_options
+from hf_dpo.modeling import load_tokenizer
 from hf_dpo.renderers import Renderer, closest_name_error, get_renderer
 from hf_dpo.tokenization import tokenize_row
 
@@ -109,7 +110,7 @@ def report(args: InspectArgs, builder: DatasetBuilder, console: Console) -> None
     """Build the dataset, tokenize it, and print counts, length percentiles and examples."""
     data = builder.build()
     pairs = data.train if args.split == "train" else data.test
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name)
+    tokenizer = load_tokenizer(args.model_name)
     renderer = get_renderer(args.renderer_name, tokenizer)
     sizes = f"{len(data.train)} train / {len(data.test)} test pairs"
     print(f"dataset {args.dataset!r}: {sizes}; showing {args.split}")

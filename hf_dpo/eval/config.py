@@ -29,7 +29,8 @@ class EvalConfig:
     limit: int | None = None
     # preference
     beta: float | None = None
-    loss_type: str = "sigmoid"
+    loss_type: str | None = None  # default: the run's loss_type, else sigmoid
+    label_smoothing: float | None = None  # default: the run's label_smoothing, else 0
     batch_size: int = 8
     logprob_chunk_size: int = 1024
     bootstrap_samples: int = 1000

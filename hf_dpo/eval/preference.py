@@ -62,6 +62,7 @@ def evaluate_preference(
     beta: float,
     *,
     loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
     max_length: int | None = 1024,
     max_prompt_length: int | None = 512,
     batch_size: int = 8,
@@ -81,7 +82,7 @@ def evaluate_preference(
         dataset, pair.tokenizer, renderer, max_length, max_prompt_length, split_name="eval"
     )
     logps, chosen_tokens, rejected_tokens = pair_logps(pair, tokenized, batch_size, chunk_size, show_progress)
-    values = preference_values(logps, chosen_tokens, rejected_tokens, beta, loss_type)
+    values = preference_values(logps, chosen_tokens, rejected_tokens, beta, loss_type, label_smoothing)
     metrics: dict[str, Any] = preference_metrics(values, bootstrap_samples, confidence, seed)
     metrics["num_pairs"] = len(tokenized)
     metrics["skips"] = dict(skips)

@@ -63,7 +63,8 @@ def evaluate_pair(
             test,
             renderer,
             beta,
-            loss_type=config.loss_type,
+            loss_type=_setting(config, run, "loss_type", "sigmoid"),
+            label_smoothing=float(_setting(config, run, "label_smoothing", 0.0)),
             max_length=_setting(config, run, "max_length", 1024),
             max_prompt_length=_setting(config, run, "max_prompt_length", 512),
             batch_size=config.batch_size,
@@ -139,7 +140,8 @@ def output_dir(config: EvalConfig, run_dir: Path | None) -> Path:
     base = run_dir if run_dir is not None else Path(config.model_path)
     if not base.is_dir():
         raise ValueError(
-            f"model_path {config.model_path!r} is not a local directory; pass log_path=<output dir>"
+            f"model_path {config.model_path!r} does not exist locally (so it was taken as a Hub id); "
+            "check the path, or for a Hub model pass log_path=<output dir>"
         )
     return base / "eval"
 
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(EvalConfig, argv)
         results = evaluate_model(config)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, OSError, ImportError) as err:  # OSError: missing files, no network to the Hub
         print(f"hf-dpo-eval: error: {err}", file=sys.stderr)
         return 2
     print((Path(results["output_dir"]) / "report.md").read_text("utf-8"))

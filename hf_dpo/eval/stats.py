@@ -83,6 +83,7 @@ def preference_values(
     rejected_tokens: torch.Tensor,
     beta: float,
     loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Per-pair values from summed completion log-probs, each (B,):
 
@@ -91,7 +92,7 @@ def preference_values(
     ½[(log πθ − log πref)(y_w) + (log πθ − log πref)(y_l)] (nats per sequence), ``nll`` = −log πθ(y_w|x),
     ``chosen_tokens`` / ``rejected_tokens`` (completion lengths), and the four log-probs.
     """
-    out = dpo_loss(logps, beta, loss_type)
+    out = dpo_loss(logps, beta, loss_type, label_smoothing)
     values = {
         "chosen_reward": out.chosen_rewards,
         "rejected_reward": out.rejected_rewards,
