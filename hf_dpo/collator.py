@@ -18,10 +18,11 @@ class DPODataCollator:
     """Collate pairs with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (lists of token ids).
 
     Args:
-        pad_token_id: id written into padding positions (never scored; the attention mask hides it). Use
+        pad_token_id: id written into padding positions (never scored, never attended to). Use
             ``pad_token_id_for(tokenizer)`` for tokenizers without a pad token.
-        layout: a ``BatchLayout`` instance or a registered layout name (``"padded"``).
-        pad_to_multiple_of: round the padded length up to a multiple of this (tensor-core friendly).
+        layout: a ``BatchLayout`` instance (which carries its own padding settings) or a registered layout
+            name (``"padded"``, ``"packed"``, ``"prefix_shared"``).
+        pad_to_multiple_of: with a layout name: round row lengths up to a multiple of this.
 
     The batch holds the layout's keys (see ``hf_dpo.layouts``) plus any ``PAIR_FLOAT_COLUMNS`` present.
     """

@@ -71,7 +71,7 @@ def render_model_card(
         f"# {Path(str(repo)).name}",
         "",
         f"A {what} trained from {source} with Direct Preference Optimization (DPO) using "
-        f"[hf_dpo](https://github.com/) on the `{config.dataset}` preference dataset.",
+        f"hf_dpo on the `{config.dataset}` preference dataset.",
         "",
         "## Training",
         "",

@@ -197,8 +197,8 @@ class DPOTrainer(Trainer):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite DPO loss ({loss.item()}) at step {self.state.global_step}; training stopped "
-                "before the optimizer step so the weights are not corrupted. Lower learning_rate, check for "
-                "empty or extremely long completions, or use bf16 instead of fp16."
+                "before this process's optimizer step, so no non-finite update was applied here. Lower "
+                "learning_rate, check for empty or extremely long completions, or use bf16 instead of fp16."
             )
         return loss
 
