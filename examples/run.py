@@ -3,7 +3,10 @@
     accelerate launch examples/run.py yaml_configs/ultrafeedback.yaml learning_rate=5e-7 dpo_beta=0.1
     python examples/run.py yaml_configs/quickstart.yaml
 
-The same command is installed as ``hf-dpo-train`` and runs as ``python -m hf_dpo.train``.
+The same command is installed as ``hf-dpo-train`` and runs as ``python -m hf_dpo.train``. With
+``--python-api`` as the first argument, the script builds the config and calls ``hf_dpo.train.run`` itself
+(the two lines to start from when you embed a run in your own code; bad input then raises instead of
+printing a one-paragraph error).
 """
 
 import sys
