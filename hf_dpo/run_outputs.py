@@ -37,7 +37,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 class MetricsFileCallback(TrainerCallback):
     """Appends one JSON object per train or eval log to ``path`` (main process). On resume from step
-    ``resume_step``, rows written after that step by the interrupted run are dropped first."""
+    ``resume_step``, rows written after that step by the interrupted run are dropped first (all rows when
+    there was no checkpoint: the run starts again from step 0)."""
 
     def __init__(self, path: str | Path, resume_step: int = 0) -> None:
         self.path = Path(path)
@@ -45,7 +46,8 @@ class MetricsFileCallback(TrainerCallback):
         self._truncated = False
 
     def _truncate(self) -> None:
-        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= self.resume_step]
+        keep = (lambda step: step <= self.resume_step) if self.resume_step > 0 else (lambda step: False)
+        rows = [r for r in read_metrics(self.path) if keep(r.get("step", 0))]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         self._truncated = True
 

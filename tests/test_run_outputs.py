@@ -124,3 +124,16 @@ def test_metrics_file_drops_rows_after_the_resumed_checkpoint(tmp_path):
 
     MetricsFileCallback(path, resume_step=3).on_log(None, State(), None, logs={"loss": 0.5})
     assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 1), (2, 2), (3, 3), (4, 0.5)]
+
+
+def test_metrics_file_restarts_when_resuming_without_a_checkpoint(tmp_path):
+    from hf_dpo.run_outputs import MetricsFileCallback
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "eval_loss": 0.69}) + "\n" for s in (0, 0)))
+
+    class State:
+        is_world_process_zero, global_step, epoch = True, 0, 0.0
+
+    MetricsFileCallback(path, resume_step=0).on_log(None, State(), None, logs={"eval_loss": 0.7})
+    assert [r["eval_loss"] for r in read_metrics(path)] == [0.7]  # the old step-0 rows are gone
