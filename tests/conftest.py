@@ -39,7 +39,14 @@ def make_char_tokenizer():
     )
 
 
-def make_tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True, hidden: int = 32, layers: int = 2):
+def make_tiny_llama(
+    vocab_size: int,
+    seed: int = 0,
+    tie: bool = True,
+    hidden: int = 32,
+    layers: int = 2,
+    attn: str | None = None,
+):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -55,6 +62,7 @@ def make_tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True, hidden: in
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
+        attn_implementation=attn,
     )
     return LlamaForCausalLM(config).float()
 

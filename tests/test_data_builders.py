@@ -18,6 +18,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import SHARED
+
 from hf_dpo.data import (  # noqa: E402
     DatasetBuilder,
     PreferencePair,
@@ -29,7 +31,6 @@ from hf_dpo.data import (  # noqa: E402
     require,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PREFERENCE = SHARED / "data" / "preference"
 HH = PREFERENCE / "hh_rlhf.test.jsonl"
 HELPSTEER3_CARD = PREFERENCE / "card_examples" / "helpsteer3.preference.card_examples.jsonl"

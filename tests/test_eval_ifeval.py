@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from hf_dpo.eval.ifeval import INSTALL_HINT, METRICS, require_lm_eval
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ifeval_sample.jsonl"
-TINY = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-random-llama-smollm2-tokenizer"
-)
+TINY = TINY_MODEL
 
 
 def constant_word_model(tokenizer, word: str):

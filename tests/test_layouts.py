@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama
+from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from hf_dpo.attention import CHOSEN, PROMPT, REJECTED, layout_support, model_inputs, prefix_shared_mask
 from hf_dpo.forward import sequence_logps
 from hf_dpo.layouts import PackedLayout, PaddedLayout, PrefixSharedLayout, choose_layout, get_layout
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TINY_MODEL = SHARED / "models" / "tiny-random-llama-smollm2-tokenizer"
-HH_RLHF = SHARED / "data" / "preference" / "hh_rlhf.test.jsonl"
 VOCAB = 97
 
 VARIANTS = [
@@ -29,18 +26,7 @@ VARIANTS = [
 
 
 def tiny_llama(attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        attn_implementation=attn,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).float().eval()
+    return make_tiny_llama(VOCAB, seed=seed, tie=False, attn=attn).eval()
 
 
 def random_pairs(lengths: list[tuple[int, int, int]], seed: int = 1) -> list[dict[str, list[int]]]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import SHARED
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
@@ -20,7 +20,6 @@ from hf_dpo.renderers import (  # noqa: E402
     register_renderer,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SMOLLM = SHARED / "models" / "smollm2-135m-instruct"
 needs_smollm = pytest.mark.skipif(not SMOLLM.is_dir(), reason=f"shared test material not found at {SMOLLM}")
 
