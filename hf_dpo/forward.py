@@ -31,12 +31,6 @@ class SequenceLogps:
     logps: torch.Tensor
     num_tokens: torch.Tensor
 
-    def chosen(self, num_pairs: int) -> torch.Tensor:
-        return self.logps[:num_pairs]
-
-    def rejected(self, num_pairs: int) -> torch.Tensor:
-        return self.logps[num_pairs:]
-
 
 def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     """The ``*ForCausalLM`` module inside DDP/DeepSpeed/compile and PEFT wrappers."""

@@ -166,7 +166,7 @@ class DPOTrainer(Trainer):
             with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
                 ref = self.reference.logps(model, inputs, args.logprob_chunk_size)
             ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
-        pc, pr = policy.chosen(num_pairs), policy.rejected(num_pairs)
+        pc, pr = policy.logps[:num_pairs], policy.logps[num_pairs:]
         out = dpo_loss(
             PreferenceLogps(pc, pr, ref_chosen, ref_rejected), args.beta, args.loss_type, args.label_smoothing
         )
