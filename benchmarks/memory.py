@@ -57,7 +57,7 @@ def run_one(name: str, opts: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer
 
     from hf_dpo import DPOConfig, DPOTrainer
-    from hf_dpo.modeling import load_causal_lm
+    from hf_dpo.modeling.loading import load_causal_lm
 
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer)
     rows = datasets.load_dataset("json", data_files=str(opts.data), split="train").select(range(opts.pairs))

@@ -17,8 +17,8 @@ import datasets
 from transformers import AutoTokenizer
 
 from hf_dpo.data import build_preference_dataset
-from hf_dpo.renderers import get_renderer
-from hf_dpo.tokenization import tokenize_dataset
+from hf_dpo.tokens.renderers import get_renderer
+from hf_dpo.tokens.tokenization import tokenize_dataset
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from .layouts import available_layouts
-from .losses import LOSS_TYPES
+from hf_dpo.batching.layouts import available_layouts
+from hf_dpo.objective.losses import LOSS_TYPES
 
 
 @dataclass

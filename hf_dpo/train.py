@@ -24,9 +24,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import modeling
-from .cli_config import ConfigError, coerce_value, load_config, save_config
-from .config import DPOConfig
+from hf_dpo.config import DPOConfig
+from hf_dpo.modeling import loading as modeling
+from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
 
 logger = logging.getLogger("hf_dpo")
 
@@ -264,7 +264,7 @@ def resolve_tokenizer(config: Any) -> Any:
 
 def load_data(config: Any) -> Any:
     """The builder's ``PreferenceData`` (options typed by the builder's fields)."""
-    from .data import build_preference_dataset, builder_options, get_builder
+    from hf_dpo.data import build_preference_dataset, builder_options, get_builder
 
     try:
         hints = builder_options(get_builder(config.dataset))
@@ -299,7 +299,7 @@ def prepare(config: Any) -> _Prepared:
         raise RunSetupError(f"invalid training option: {e}") from e
     tokenizer = resolve_tokenizer(config)
     if args.renderer_name is not None:
-        from .renderers import get_renderer
+        from hf_dpo.tokens.renderers import get_renderer
 
         try:
             get_renderer(args.renderer_name, tokenizer)
@@ -314,7 +314,7 @@ def prepare(config: Any) -> _Prepared:
             f"eval_strategy={args.eval_strategy.value!r} but dataset {config.dataset!r} has no "
             "test pairs; set test_size=<fraction or count> or eval_strategy=no"
         )
-    from .modeling import load_causal_lm
+    from hf_dpo.modeling.loading import load_causal_lm
 
     try:
         model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
@@ -329,9 +329,9 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
     """Train as ``config`` says and write every output to ``config.log_path``."""
     from accelerate import PartialState
 
-    from .console import MetricsTableCallback
-    from .model_card import write_model_card
-    from .run_outputs import MetricsFileCallback, PlotCallback
+    from hf_dpo.run.console import MetricsTableCallback
+    from hf_dpo.run.model_card import write_model_card
+    from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
 
     prep = prepare(config)  # every process checks log_path (and the rest) before any process writes
     state = PartialState()
@@ -342,7 +342,7 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
     state.wait_for_everyone()
     resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
 
-    from .trainer import DPOTrainer
+    from hf_dpo.trainer import DPOTrainer
 
     trainer = DPOTrainer(
         model=prep.model,
@@ -375,7 +375,7 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
         if merged_dir is not None:
             write_model_card(merged_dir, adapter=False, merged=True, **card)
         if config.push_to_hub:
-            from .hub import push_run
+            from hf_dpo.run.hub import push_run
 
             push_run(final_dir, merged_dir, config)
     state.wait_for_everyone()

@@ -11,18 +11,18 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
-from .adapters import check_quantization_support, prepare_peft_model, save_merged_model
-from .collator import DPODataCollator, pad_token_id_for
-from .config import DPOConfig
-from .forward import sequence_logps
-from .layouts import choose_layout
-from .losses import PreferenceLogps, dpo_loss, sft_loss
-from .metrics import MetricSums, batch_sums, summarize
-from .modeling import disable_dropout, load_causal_lm, load_tokenizer
-from .precompute import precompute_reference
-from .ref_sync import RefSyncCallback
-from .reference import make_reference
-from .tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
+from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.batching.layouts import choose_layout
+from hf_dpo.config import DPOConfig
+from hf_dpo.modeling.adapters import check_quantization_support, prepare_peft_model, save_merged_model
+from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer
+from hf_dpo.objective.losses import PreferenceLogps, dpo_loss, sft_loss
+from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
+from hf_dpo.reference.policies import make_reference
+from hf_dpo.reference.precompute import precompute_reference
+from hf_dpo.reference.sync import RefSyncCallback
+from hf_dpo.tokens.tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
 
 logger = logging.getLogger("hf_dpo")
 
@@ -37,7 +37,8 @@ class DPOTrainer(Trainer):
             the policy with its adapters disabled).
         args: ``DPOConfig``.
         train_dataset, eval_dataset: rows with ``prompt``/``chosen``/``rejected`` (text or conversational;
-            see ``hf_dpo.tokenization``) or already tokenized ``prompt_ids``/``chosen_ids``/``rejected_ids``.
+            see ``hf_dpo.tokens.tokenization``) or already tokenized
+            ``prompt_ids``/``chosen_ids``/``rejected_ids``.
         processing_class: the tokenizer (loaded from ``model`` if None).
         data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``.
         peft_config: a ``peft.PeftConfig``; the model is wrapped with ``get_peft_model``.
@@ -108,7 +109,9 @@ class DPOTrainer(Trainer):
             )
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         if sharded and getattr(self.reference, "model", None) is not None:
-            from .distributed import prepare_frozen_model  # shard the frozen reference like the policy
+            from hf_dpo.reference.sharding import (
+                prepare_frozen_model,  # shard the frozen reference like the policy
+            )
 
             self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
         else:

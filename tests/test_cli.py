@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import HH_RLHF, TINY_MODEL, require_shared
 
-from hf_dpo.cli_config import ConfigError, config_to_dict, load_config, save_config
+from hf_dpo.run.cli_config import ConfigError, config_to_dict, load_config, save_config
 from hf_dpo.train import (
     _PROBE_PREFIX,
     RunSetupError,
@@ -196,12 +196,12 @@ def test_help_exits_zero(capsys):
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_unwritable_log_path_is_caught_for_the_current_user(tmp_path, capsys, monkeypatch):
     """Real write probes: os.access says yes to root even where nothing can be created (CI runs as root)."""
-    import hf_dpo.modeling
+    import hf_dpo.modeling.loading
 
     def no_model_load(*args, **kwargs):
         raise AssertionError("the model was loaded before log_path was checked")
 
-    monkeypatch.setattr(hf_dpo.modeling, "load_causal_lm", no_model_load)
+    monkeypatch.setattr(hf_dpo.modeling.loading, "load_causal_lm", no_model_load)
     afile = tmp_path / "afile"
     afile.write_text("x")
     rest = ["model_name=some/model", "dataset=arithmetic", "dataset_options.num_train=4"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_dpo.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 
 PAIRS = [
     {

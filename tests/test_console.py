@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from hf_dpo.console import MetricsTableCallback
+from hf_dpo.run.console import MetricsTableCallback
 
 
 def test_train_log_waits_for_the_evaluation_of_the_same_step(capsys):

@@ -16,10 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from conftest import SHARED
 
-from hf_dpo.cli_config import ConfigError  # noqa: E402
 from hf_dpo.data import build_preference_dataset  # noqa: E402
 from hf_dpo.data.custom import CustomBuilder  # noqa: E402
 from hf_dpo.data.inspection import main, nearest_rank, parse_args  # noqa: E402
+from hf_dpo.run.cli_config import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HH = SHARED / "data" / "preference" / "hh_rlhf.test.jsonl"

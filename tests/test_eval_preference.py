@@ -11,7 +11,7 @@ from datasets import Dataset
 from hf_dpo.eval.loading import ModelPair
 from hf_dpo.eval.preference import evaluate_preference
 from hf_dpo.eval.stats import bootstrap, exact_match, mean_of, parse_number, ratio_of_sums, win_values
-from hf_dpo.tokenization import tokenize_dataset
+from hf_dpo.tokens.tokenization import tokenize_dataset
 
 ROWS = [
     {"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5 maybe"},

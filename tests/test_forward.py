@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from hf_dpo.collator import DPODataCollator
-from hf_dpo.forward import sequence_logps, uses_hidden_path
-from hf_dpo.logprobs import naive_token_logps
+from hf_dpo.batching.collator import DPODataCollator
+from hf_dpo.modeling.forward import sequence_logps, uses_hidden_path
+from hf_dpo.modeling.logprobs import naive_token_logps
 
 PAIRS = [
     {"prompt_ids": [1, 5, 6, 7], "chosen_ids": [8, 9, 2], "rejected_ids": [10, 2]},

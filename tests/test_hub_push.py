@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import TINY_MODEL, require_shared
 
-from hf_dpo.cli_config import load_config
-from hf_dpo.model_card import render_model_card
+from hf_dpo.run.cli_config import load_config
+from hf_dpo.run.model_card import render_model_card
 from hf_dpo.train import TrainConfig, run
 
 

@@ -10,9 +10,16 @@ import torch
 from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama
 from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from hf_dpo.attention import CHOSEN, PROMPT, REJECTED, layout_support, model_inputs, prefix_shared_mask
-from hf_dpo.forward import sequence_logps
-from hf_dpo.layouts import PackedLayout, PaddedLayout, PrefixSharedLayout, choose_layout, get_layout
+from hf_dpo.batching.attention import (
+    CHOSEN,
+    PROMPT,
+    REJECTED,
+    layout_support,
+    model_inputs,
+    prefix_shared_mask,
+)
+from hf_dpo.batching.layouts import PackedLayout, PaddedLayout, PrefixSharedLayout, choose_layout, get_layout
+from hf_dpo.modeling.forward import sequence_logps
 
 VOCAB = 97
 
@@ -157,7 +164,7 @@ def test_row_tokens_validation() -> None:
 def test_real_hh_rlhf_rows_on_shared_tiny_model() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_dpo.tokenization import tokenize_row
+    from hf_dpo.tokens.tokenization import tokenize_row
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
     model = AutoModelForCausalLM.from_pretrained(TINY_MODEL, attn_implementation="sdpa").float().eval()

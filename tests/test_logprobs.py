@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_dpo.logprobs import (
+from hf_dpo.modeling.logprobs import (
     chunked_logits_token_logps,
     chunked_token_logps,
     naive_token_logps,

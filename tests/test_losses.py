@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hf_dpo.losses import LOSS_TYPES, PreferenceLogps, dpo_loss, pair_accuracy, sft_loss
+from hf_dpo.objective.losses import LOSS_TYPES, PreferenceLogps, dpo_loss, pair_accuracy, sft_loss
 
 PC, PR, RC, RR = [-10.0, -3.0], [-12.0, -2.0], [-11.0, -2.5], [-11.5, -2.5]
 BETA, EPS = 0.5, 0.2

@@ -15,11 +15,11 @@ from conftest import make_tiny_llama
 from peft import LoraConfig
 from test_trainer import config, copy_task
 
-import hf_dpo.precompute as precompute
+import hf_dpo.reference.precompute as precompute
 from hf_dpo import DPOTrainer
-from hf_dpo.forward import sequence_logps
-from hf_dpo.precompute import REF_COLUMNS, data_fingerprint
-from hf_dpo.reference import PrecomputedReference
+from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.reference.policies import PrecomputedReference
+from hf_dpo.reference.precompute import REF_COLUMNS, data_fingerprint
 
 HERE = Path(__file__).resolve().parent
 
@@ -157,7 +157,7 @@ def test_already_adapted_peft_model_with_precomputed_reference(tmp_path, char_to
     from peft import PeftModel
     from test_reference_peft import trained_adapter_dir
 
-    from hf_dpo.reference import REFERENCE_ADAPTER
+    from hf_dpo.reference.policies import REFERENCE_ADAPTER
 
     path = trained_adapter_dir(tmp_path, len(char_tokenizer))
     initial = PeftModel.from_pretrained(make_tiny_llama(len(char_tokenizer)), path)

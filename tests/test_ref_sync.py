@@ -9,7 +9,7 @@ from test_trainer import config, copy_task
 from transformers import TrainerCallback
 
 from hf_dpo import DPOConfig, DPOTrainer
-from hf_dpo.ref_sync import RefSyncCallback, mix_into_reference
+from hf_dpo.reference.sync import RefSyncCallback, mix_into_reference
 
 
 def test_mix_matches_the_formula(char_tokenizer):
@@ -90,6 +90,6 @@ def test_sync_is_refused_where_it_cannot_apply(tmp_path, char_tokenizer):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DPOConfig(output_dir=str(tmp_path), **bad)
     with pytest.raises(ValueError, match="needs a separate reference model"):
-        from hf_dpo.reference import PrecomputedReference
+        from hf_dpo.reference.policies import PrecomputedReference
 
         RefSyncCallback(PrecomputedReference(), 0.5, 1)

@@ -11,8 +11,8 @@ from test_trainer import config, copy_task
 from transformers import AutoModelForCausalLM
 
 from hf_dpo import DPOConfig, DPOTrainer
-from hf_dpo.forward import sequence_logps
-from hf_dpo.reference import REFERENCE_ADAPTER, AdapterDisabledReference, AdapterSnapshotReference
+from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.reference.policies import REFERENCE_ADAPTER, AdapterDisabledReference, AdapterSnapshotReference
 
 
 def lora(**overrides) -> LoraConfig:

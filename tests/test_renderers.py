@@ -13,7 +13,7 @@ from conftest import SHARED
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from hf_dpo.renderers import (  # noqa: E402
+from hf_dpo.tokens.renderers import (  # noqa: E402
     Renderer,
     available_renderers,
     get_renderer,

@@ -8,9 +8,9 @@ import pytest
 from conftest import TINY_MODEL, require_shared
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from hf_dpo.cli_config import config_to_dict, load_config
-from hf_dpo.console import format_value, metrics_table
-from hf_dpo.run_outputs import read_metrics
+from hf_dpo.run.cli_config import config_to_dict, load_config
+from hf_dpo.run.console import format_value, metrics_table
+from hf_dpo.run.outputs import read_metrics
 from hf_dpo.train import RunSetupError, TrainConfig, run
 
 
@@ -114,7 +114,7 @@ def test_console_table_format():
 
 
 def test_metrics_file_drops_rows_after_the_resumed_checkpoint(tmp_path):
-    from hf_dpo.run_outputs import MetricsFileCallback
+    from hf_dpo.run.outputs import MetricsFileCallback
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": s, "loss": s}) + "\n" for s in range(1, 6)))
@@ -127,7 +127,7 @@ def test_metrics_file_drops_rows_after_the_resumed_checkpoint(tmp_path):
 
 
 def test_metrics_file_restarts_when_resuming_without_a_checkpoint(tmp_path):
-    from hf_dpo.run_outputs import MetricsFileCallback
+    from hf_dpo.run.outputs import MetricsFileCallback
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": s, "eval_loss": 0.69}) + "\n" for s in (0, 0)))

@@ -5,7 +5,7 @@ import logging
 import pytest
 from datasets import Dataset
 
-from hf_dpo.tokenization import split_row, tokenize_dataset, tokenize_row
+from hf_dpo.tokens.tokenization import split_row, tokenize_dataset, tokenize_row
 
 
 def ids(tok, text):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_dpo.cli_config import load_config, save_config
 from hf_dpo.config import DPOConfig
 from hf_dpo.data import builder_class, get_builder
+from hf_dpo.run.cli_config import load_config, save_config
 from hf_dpo.train import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "yaml_configs"

@@ -28,7 +28,7 @@ import datasets
 
 from hf_dpo.data import rows
 from hf_dpo.data.rows import PreferencePair, Skip, as_messages, row_error
-from hf_dpo.renderers import check_reply
+from hf_dpo.tokens.renderers import check_reply
 
 logger = logging.getLogger("hf_dpo")
 

@@ -5,7 +5,7 @@ rendered example with the trained completion tokens marked.
         [renderer_name=chat_template max_length=1024 max_prompt_length=512 split=train num_examples=1]
 
 Keys other than the ones of :class:`InspectArgs` are options of the dataset builder (``data_files``,
-``test_size``, ``column_map``, ``num_proc`` ...), typed by ``hf_dpo.cli_config``. Give a mapping option
+``test_size``, ``column_map``, ``num_proc`` ...), typed by ``hf_dpo.run.cli_config``. Give a mapping option
 key by key: ``data_files.train=a.jsonl data_files.test=b.jsonl``.
 """
 
@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
-from hf_dpo.cli_config import ConfigError, load_config, parse_argv
 from hf_dpo.data.builder import DatasetBuilder
 from hf_dpo.data.registry import builder_class, builder_options
-from hf_dpo.modeling import load_tokenizer
-from hf_dpo.renderers import Renderer, closest_name_error, get_renderer
-from hf_dpo.tokenization import tokenize_row
+from hf_dpo.modeling.loading import load_tokenizer
+from hf_dpo.run.cli_config import ConfigError, load_config, parse_argv
+from hf_dpo.tokens.renderers import Renderer, closest_name_error, get_renderer
+from hf_dpo.tokens.tokenization import tokenize_row
 
 OPEN, CLOSE = "[[", "]]"  # marks trained tokens when colour is not available
 PERCENTILES = (50, 90, 99)

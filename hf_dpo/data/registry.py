@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hf_dpo.data.builder import DatasetBuilder, PreferenceData
-from hf_dpo.renderers import closest_name_error
+from hf_dpo.tokens.renderers import closest_name_error
 
 _BUILDERS: dict[str, type[DatasetBuilder]] = {}
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from hf_dpo.renderers import Message, check_messages
+from hf_dpo.tokens.renderers import Message, check_messages
 
 
 @dataclasses.dataclass(frozen=True)

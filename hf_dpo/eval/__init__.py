@@ -5,10 +5,10 @@ completions, lengths, reward-model win rate, exact match for ``arithmetic``) and
 lm-evaluation-harness). See docs/evaluation.md.
 """
 
-from .callback import EndOfTrainingEval
-from .config import TASKS, EvalConfig
-from .loading import ModelPair, load_models
-from .runner import evaluate_model, evaluate_pair, main
+from hf_dpo.eval.callback import EndOfTrainingEval
+from hf_dpo.eval.config import TASKS, EvalConfig
+from hf_dpo.eval.loading import ModelPair, load_models
+from hf_dpo.eval.runner import evaluate_model, evaluate_pair, main
 
 __all__ = [
     "TASKS",

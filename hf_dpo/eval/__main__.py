@@ -2,6 +2,6 @@
 
 import sys
 
-from .runner import main
+from hf_dpo.eval.runner import main
 
 sys.exit(main())

@@ -11,9 +11,9 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from transformers import TrainerCallback
 
-from ..modeling import load_causal_lm
-from .config import EvalConfig
-from .loading import ModelPair
+from hf_dpo.eval.config import EvalConfig
+from hf_dpo.eval.loading import ModelPair
+from hf_dpo.modeling.loading import load_causal_lm
 
 logger = logging.getLogger("hf_dpo")
 
@@ -58,8 +58,8 @@ class EndOfTrainingEval(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero or model is None:
             return
-        from .report import write_outputs
-        from .runner import evaluate_pair
+        from hf_dpo.eval.report import write_outputs
+        from hf_dpo.eval.runner import evaluate_pair
 
         policy = extract_model_from_parallel(model)
         reference = self.reference

@@ -7,7 +7,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..tokenization import encode_prompt, split_row
+from hf_dpo.tokens.tokenization import encode_prompt, split_row
 
 
 def dataset_options(run_config: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def dataset_options(run_config: Mapping[str, Any], options: Mapping[str, Any] | 
 
 def load_test_split(name: str, options: Mapping[str, Any], limit: int | None = None) -> Dataset:
     """``build_preference_dataset(name, **options).test``, cut to the first ``limit`` rows."""
-    from ..data import build_preference_dataset
+    from hf_dpo.data import build_preference_dataset
 
     test = build_preference_dataset(name, **options).test
     if test is None or len(test) == 0:
@@ -48,7 +48,7 @@ def prompt_ids(
 
 def reference_answer(row: Mapping[str, Any], index: int) -> float | None:
     """For arithmetic-style rows: the ``answer`` column, else the last number of the chosen completion."""
-    from .stats import parse_number
+    from hf_dpo.eval.stats import parse_number
 
     if row.get("answer") is not None:
         return float(row["answer"])

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..collator import pad_token_id_for
-from .loading import ModelPair
-from .stats import bootstrap, exact_match, length_stats, mean_of, win_values
+from hf_dpo.batching.collator import pad_token_id_for
+from hf_dpo.eval.loading import ModelPair
+from hf_dpo.eval.stats import bootstrap, exact_match, length_stats, mean_of, win_values
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..modeling import disable_dropout, load_causal_lm, load_tokenizer
+from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer
 
 logger = logging.getLogger("hf_dpo")
 

@@ -9,12 +9,12 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..collator import DPODataCollator, pad_token_id_for
-from ..forward import sequence_logps
-from ..losses import PreferenceLogps
-from ..tokenization import tokenize_dataset
-from .loading import ModelPair
-from .stats import preference_metrics, preference_values
+from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.eval.loading import ModelPair
+from hf_dpo.eval.stats import preference_metrics, preference_values
+from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.objective.losses import PreferenceLogps
+from hf_dpo.tokens.tokenization import tokenize_dataset
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -29,8 +29,8 @@ def pair_logps(
     chunk_size: int = 1024,
     show_progress: bool = False,
 ) -> tuple[PreferenceLogps, torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs of policy and reference for every tokenized pair (``hf_dpo.forward``),
-    plus the chosen and rejected completion lengths, each (N,)."""
+    """Summed completion log-probs of policy and reference for every tokenized pair
+    (``hf_dpo.modeling.forward``), plus the chosen and rejected completion lengths, each (N,)."""
     collate = DPODataCollator(pad_token_id_for(pair.tokenizer))
     device = next(pair.policy.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "nc", "nr")}

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..tokenization import select_renderer
-from .config import EvalConfig
-from .data import dataset_options, load_test_split, prompt_ids, reference_answer
-from .loading import ModelPair, base_model_name, load_models, resolve_run
+from hf_dpo.eval.config import EvalConfig
+from hf_dpo.eval.data import dataset_options, load_test_split, prompt_ids, reference_answer
+from hf_dpo.eval.loading import ModelPair, base_model_name, load_models, resolve_run
+from hf_dpo.tokens.tokenization import select_renderer
 
 logger = logging.getLogger("hf_dpo")
 
@@ -55,7 +55,7 @@ def evaluate_pair(
         renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
         results["dataset"] = {"name": dataset_name, "options": options, "test_rows": len(test)}
     if "preference" in config.tasks:
-        from .preference import evaluate_preference
+        from hf_dpo.eval.preference import evaluate_preference
 
         beta = float(_setting(config, run, "beta", 0.1, "dpo_beta"))
         metrics, values = evaluate_preference(
@@ -78,7 +78,7 @@ def evaluate_pair(
     if "generation" in config.tasks:
         results["generation"], records["generation"] = _generation(pair, config, test, renderer, dataset_name)
     if "ifeval" in config.tasks:
-        from .ifeval import run_ifeval
+        from hf_dpo.eval.ifeval import run_ifeval
 
         ifeval: dict[str, Any] = {}
         for which in ("policy", "reference"):
@@ -98,7 +98,7 @@ def evaluate_pair(
 
 
 def _generation(pair: ModelPair, config: EvalConfig, test: Any, renderer: Any, dataset_name: str) -> Any:
-    from .generation import DecodingConfig, evaluate_generation, load_judge
+    from hf_dpo.eval.generation import DecodingConfig, evaluate_generation, load_judge
 
     seen: dict[tuple[int, ...], int] = {}
     prompts, texts, answers = [], [], []
@@ -151,7 +151,7 @@ def evaluate_model(config: EvalConfig) -> dict[str, Any]:
     ``results.json``, ``report.md``, plots and per-example JSON Lines to the output directory
     (``log_path``, default ``<model_path>/eval``). Returns the results dict (also in results.json)."""
     if "ifeval" in config.tasks:
-        from .ifeval import require_lm_eval
+        from hf_dpo.eval.ifeval import require_lm_eval
 
         require_lm_eval()  # fail before loading anything
     info = resolve_run(config.model_path)
@@ -167,7 +167,7 @@ def evaluate_model(config: EvalConfig) -> dict[str, Any]:
     results, records, values = evaluate_pair(
         pair, config, info.config, "policy with adapters disabled" if pair.reference is None else reference
     )
-    from .report import write_outputs
+    from hf_dpo.eval.report import write_outputs
 
     write_outputs(out, results, records, values, config.plots)
     results["output_dir"] = str(out)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    from ..cli_config import load_config
+    from hf_dpo.run.cli_config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

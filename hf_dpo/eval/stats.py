@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..losses import PreferenceLogps, dpo_loss, pair_accuracy
+from hf_dpo.objective.losses import PreferenceLogps, dpo_loss, pair_accuracy
 
 Statistic = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 

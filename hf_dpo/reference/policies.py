@@ -11,7 +11,8 @@ Four policies, picked by ``make_reference``:
   loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
   forward. Only the adapter weights are copied.
 - ``PrecomputedReference``: reference log-probs were precomputed into the dataset columns
-  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.precompute``); no reference weights stay in memory.
+  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.reference.precompute``); no reference
+  weights stay in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import torch
 from accelerate.utils import extract_model_from_parallel
 
-from .forward import base_causal_lm, sequence_logps
+from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.modeling.unwrap import base_causal_lm
 
 REFERENCE_ADAPTER = "reference"
 
@@ -180,7 +182,7 @@ class PrecomputedReference(ReferencePolicy):
         raise ValueError(
             "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
             "True dropped the reference model. Pass every eval dataset to DPOTrainer(eval_dataset=...) so "
-            "its reference log-probs are precomputed, or add the columns with hf_dpo.precompute."
+            "its reference log-probs are precomputed, or add the columns with hf_dpo.reference.precompute."
         )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .layouts import BatchLayout, get_layout
-from .tokenization import REF_COLUMNS
+from hf_dpo.batching.layouts import BatchLayout, get_layout
+from hf_dpo.tokens.tokenization import REF_COLUMNS
 
 # Per-pair float columns passed through as (B,) tensors: precomputed reference log-probs.
 PAIR_FLOAT_COLUMNS = REF_COLUMNS
@@ -24,7 +24,8 @@ class DPODataCollator:
             name (``"padded"``, ``"packed"``, ``"prefix_shared"``).
         pad_to_multiple_of: with a layout name: round row lengths up to a multiple of this.
 
-    The batch holds the layout's keys (see ``hf_dpo.layouts``) plus any ``PAIR_FLOAT_COLUMNS`` present.
+    The batch holds the layout's keys (see ``hf_dpo.batching.layouts``) plus any
+    ``PAIR_FLOAT_COLUMNS`` present.
     """
 
     def __init__(
@@ -41,7 +42,8 @@ class DPODataCollator:
         if missing:
             raise ValueError(
                 f"DPODataCollator needs tokenized pairs; missing {sorted(missing)}. Pass raw prompt/chosen/"
-                "rejected rows to DPOTrainer (it tokenizes them) or tokenize with hf_dpo.tokenization first."
+                "rejected rows to DPOTrainer (it tokenizes them) or tokenize with "
+                "hf_dpo.tokens.tokenization first."
             )
         batch = self.layout(features)
         for column in PAIR_FLOAT_COLUMNS:

@@ -6,7 +6,7 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .reference import FrozenCopyReference, ReferencePolicy
+from hf_dpo.reference.policies import FrozenCopyReference, ReferencePolicy
 
 
 @torch.no_grad()

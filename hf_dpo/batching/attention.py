@@ -1,4 +1,4 @@
-"""Attention-backend facts and masks for the padding-free layouts (see ``hf_dpo.layouts``).
+"""Attention-backend facts and masks for the padding-free layouts (see ``hf_dpo.batching.layouts``).
 
 - ``attention_backend(model)``: the model's ``config._attn_implementation`` (``sdpa``, ``eager``, ...).
 - ``layout_support(model)``: which batch layouts the model and its backend compute exactly, with reasons.
@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from hf_dpo.modeling.unwrap import base_causal_lm
+
 # Keys a layout may put in a batch that are model inputs as they are.
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 # Prefix-shared columns: pair index of each token within its row (-1 for padding), and its branch.
@@ -29,15 +31,9 @@ DENSE_MASK_BACKENDS = ("sdpa", "eager")  # accept a custom 4D mask as it is
 BLOCK_SPARSE_BACKENDS = ("flex_attention",)  # packed detection builds a block mask
 
 
-def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    from .forward import base_causal_lm  # local import: forward imports this module
-
-    return base_causal_lm(model)
-
-
 def attention_backend(model: torch.nn.Module) -> str:
     """``config._attn_implementation`` of the (unwrapped) model; ``"eager"`` when unset."""
-    config = getattr(_causal_lm(model), "config", None)
+    config = getattr(base_causal_lm(model), "config", None)
     return getattr(config, "_attn_implementation", None) or "eager"
 
 
@@ -48,7 +44,7 @@ def is_varlen_backend(backend: str) -> bool:
 
 def _uses_masking_utils(model: torch.nn.Module) -> bool:
     """True if the model builds masks with ``transformers.masking_utils`` (packing, 4D pass-through)."""
-    for cls in type(_causal_lm(model)).__mro__:
+    for cls in type(base_causal_lm(model)).__mro__:
         module = sys.modules.get(cls.__module__)
         if module is not None and hasattr(module, "create_causal_mask"):
             return True
@@ -56,7 +52,7 @@ def _uses_masking_utils(model: torch.nn.Module) -> bool:
 
 
 def _has_sliding_layers(model: torch.nn.Module) -> bool:
-    config = getattr(_causal_lm(model), "config", None)
+    config = getattr(base_causal_lm(model), "config", None)
     layer_types = getattr(config, "layer_types", None) or ()
     if any(t != "full_attention" for t in layer_types):
         return True
@@ -78,14 +74,14 @@ def layout_support(model: torch.nn.Module) -> dict[str, str | None]:
         support["packed"] = None
     else:
         support["packed"] = (
-            f"attention backend {backend!r} of {type(_causal_lm(model)).__name__} cannot isolate packed "
+            f"attention backend {backend!r} of {type(base_causal_lm(model)).__name__} cannot isolate packed "
             "sequences "
             "(needs sdpa, eager, flex_attention or flash_attention_* with transformers' masking_utils)"
         )
     if backend not in DENSE_MASK_BACKENDS or not masking:
         support["prefix_shared"] = (
             f"prefix_shared needs a custom 4D attention mask, which attention backend {backend!r} of "
-            f"{type(_causal_lm(model)).__name__} does not accept; load the model with "
+            f"{type(base_causal_lm(model)).__name__} does not accept; load the model with "
             "attn_implementation='sdpa' "
             "or 'eager', or use batch_layout='packed'"
         )
@@ -125,7 +121,7 @@ def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, 
         raise ValueError(f"this batch uses the prefix_shared layout, but {reason}")
     mask = prefix_shared_mask(batch[PREFIX_SEGMENT_KEY], batch[PREFIX_BRANCH_KEY])
     if backend == "eager":  # eager adds the mask to the scores
-        dtype = next(_causal_lm(model).parameters()).dtype
+        dtype = next(base_causal_lm(model).parameters()).dtype
         dtype = dtype if dtype.is_floating_point else torch.float32
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
             ~mask, torch.finfo(dtype).min

@@ -2,8 +2,8 @@
 
 The model is called once through its own ``forward`` (so DDP / DeepSpeed wrappers see the call) with
 ``logits_to_keep=1``; a forward hook on the decoder captures the final hidden states, and the LM head is
-applied only at completion positions, in chunks (``hf_dpo.logprobs``). Models whose logits are not a plain
-linear map of the final hidden state fall back to the full-logits path.
+applied only at completion positions, in chunks (``hf_dpo.modeling.logprobs``). Models whose logits are
+not a plain linear map of the final hidden state fall back to the full-logits path.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from accelerate.utils import extract_model_from_parallel
 
-from .attention import model_inputs
-from .logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
+from hf_dpo.batching.attention import model_inputs
+from hf_dpo.modeling.logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
+from hf_dpo.modeling.unwrap import base_causal_lm, lm_head_is_sharded
 
 logger = logging.getLogger("hf_dpo")
 
@@ -30,23 +30,6 @@ class SequenceLogps:
 
     logps: torch.Tensor
     num_tokens: torch.Tensor
-
-
-def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``*ForCausalLM`` module inside DDP/DeepSpeed/compile and PEFT wrappers."""
-    model = extract_model_from_parallel(model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def lm_head_is_sharded(model: torch.nn.Module) -> bool:
-    """True under FSDP (1 or 2) or DeepSpeed ZeRO-3: the LM-head weight is a shard outside the forward."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    head = base_causal_lm(model).get_output_embeddings()
-    weight = getattr(head, "weight", None)
-    if weight is not None and (hasattr(weight, "ds_id") or type(weight).__name__ == "DTensor"):
-        return True  # ZeRO-3 partitioned parameter / FSDP2 DTensor
-    return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
 
 
 _HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -102,7 +85,7 @@ def sequence_logps(
 
     Args:
         model: a causal LM, possibly wrapped (DDP, DeepSpeed, PEFT).
-        batch: a collated batch (see ``hf_dpo.layouts``).
+        batch: a collated batch (see ``hf_dpo.batching.layouts``).
         chunk_size: completion tokens per LM-head chunk.
         use_hidden: force the hidden-state path (True) or the full-logits path (False); None picks.
     """

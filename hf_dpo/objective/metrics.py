@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .losses import DPOLossOutput, pair_accuracy
+from hf_dpo.objective.losses import DPOLossOutput, pair_accuracy
 
 # Names of the per-pair means reported (besides num_pairs, num_tokens and test/nll).
 PAIR_MEANS = (

@@ -3,7 +3,7 @@
 Under DDP or a single device the reference is just moved to the device. Under FSDP and ZeRO-3 each process
 holds a shard of the policy; the reference (a full copy of the model) is sharded too, or it alone would need
 the memory that sharding saved. Sharded parameters are gathered only inside the wrapped module's forward,
-so log-probs there use the full-logits path (see ``hf_dpo.forward.lm_head_is_sharded``).
+so log-probs there use the full-logits path (see ``hf_dpo.modeling.forward.lm_head_is_sharded``).
 """
 
 from __future__ import annotations

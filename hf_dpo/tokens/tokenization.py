@@ -5,7 +5,7 @@ Accepted rows (TRL-compatible columns):
 - standard: ``prompt``, ``chosen``, ``rejected`` strings. Raw text: the prompt is tokenized with the
   tokenizer's special tokens (e.g. BOS), each completion without them, then EOS is appended;
 - conversational: ``prompt`` a list of messages, ``chosen``/``rejected`` a one-message list (or a single
-  message) with the assistant reply, rendered through a chat format (``hf_dpo.renderers``);
+  message) with the assistant reply, rendered through a chat format (``hf_dpo.tokens.renderers``);
 - implicit prompt: only ``chosen``/``rejected``. Message lists: the shared leading messages are the prompt.
   Strings: the longest common prefix, cut back to its last whitespace (tokens common to both completions
   cancel in the DPO margin, so this split is safe for the loss).
@@ -152,7 +152,7 @@ def select_renderer(first_row: Mapping[str, Any], tokenizer: Any, renderer_name:
     for text rows when no renderer is named."""
     if renderer_name is None and not is_conversational(first_row):
         return None
-    from .renderers import get_renderer
+    from hf_dpo.tokens.renderers import get_renderer
 
     return get_renderer(renderer_name, tokenizer)
 
@@ -181,8 +181,8 @@ def tokenize_row(
 ) -> dict[str, list[int]] | str:
     """Token ids of one pair after truncation, or the skip reason (see module docstring).
 
-    ``renderer`` (``hf_dpo.renderers.Renderer``, see ``select_renderer``) renders conversations; with None,
-    rows must be text.
+    ``renderer`` (``hf_dpo.tokens.renderers.Renderer``, see ``select_renderer``) renders conversations;
+    with None, rows must be text.
     """
     prompt, chosen, rejected = split_row(row, index)
     if renderer is None and isinstance(prompt, str):

@@ -30,8 +30,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .reference import PrecomputedReference, ReferencePolicy
-from .tokenization import REF_COLUMNS, TOKEN_COLUMNS
+from hf_dpo.reference.policies import PrecomputedReference, ReferencePolicy
+from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
 

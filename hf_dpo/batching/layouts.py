@@ -22,7 +22,7 @@ Layouts (``batch_layout``):
   whose kernels skip cross-sequence blocks); ``"longest"`` bin-packs into rows no longer than the longest
   sequence (best for dense-mask sdpa / eager: attention work never exceeds the padded layout's).
 - ``prefix_shared``: each pair is one sequence ``prompt + chosen + rejected``; rejected positions restart at
-  the end of the prompt and a custom mask (``hf_dpo.attention.prefix_shared_mask``) hides chosen from
+  the end of the prompt and a custom mask (``hf_dpo.batching.attention.prefix_shared_mask``) hides chosen from
   rejected, so each prompt is encoded once. Pairs are packed into rows like ``packed``.
 
 ``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend.
@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import torch
 
-from .attention import (
+from hf_dpo.batching.attention import (
     CHOSEN,
     MODEL_INPUT_KEYS,
     PREFIX_BRANCH_KEY,
@@ -222,8 +222,8 @@ class PrefixSharedLayout(_RowPackingLayout):
     Rejected tokens take positions ``len(prompt) + k`` (as if they followed the prompt directly) and attend
     only to the prompt and earlier rejected tokens; the first rejected token is scored from the last prompt
     token.
-    Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which ``hf_dpo.attention.model_inputs``
-    builds the 4D mask for the model's backend.
+    Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which
+    ``hf_dpo.batching.attention.model_inputs`` builds the 4D mask for the model's backend.
     """
 
     name = "prefix_shared"

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .model_card import merged_repo_id
+from hf_dpo.run.model_card import merged_repo_id
 
 logger = logging.getLogger("hf_dpo")
 

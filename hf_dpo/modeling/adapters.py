@@ -104,7 +104,7 @@ def save_merged_model(model: torch.nn.Module, output_dir: str, tokenizer: Any = 
 
     The merge runs on a copy, so the trainer's ``PeftModel`` is left untouched. Returns ``output_dir``.
     """
-    from .reference import REFERENCE_ADAPTER
+    from hf_dpo.reference.policies import REFERENCE_ADAPTER
 
     peft_model = extract_model_from_parallel(model)
     if is_quantized(peft_model):

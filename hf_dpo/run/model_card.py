@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .console import format_value
+from hf_dpo.run.console import format_value
 
 # A Hub repo id: owner/name, each of letters, digits, '-', '_', '.'.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")

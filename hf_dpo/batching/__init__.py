@@ -1,0 +1,1 @@
+"""Tokens -> model inputs: batch layouts (padded, packed, prefix-shared), their masks, the collator."""

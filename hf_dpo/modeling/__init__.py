@@ -1,0 +1,1 @@
+"""The model: loading, PEFT adapters, unwrapping, the forward pass and chunked log-probs."""

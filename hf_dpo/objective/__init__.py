@@ -1,0 +1,1 @@
+"""Log-probs -> loss -> metrics: the DPO-family losses and the logged metric sums."""

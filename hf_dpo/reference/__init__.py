@@ -1,0 +1,1 @@
+"""The reference policy: frozen copy, adapter-disabled base, precomputed log-probs, sync, sharding."""

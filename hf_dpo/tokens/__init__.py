@@ -1,0 +1,1 @@
+"""Pair -> tokens: chat renderers and the tokenization of preference rows."""
