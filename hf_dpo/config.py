@@ -37,7 +37,10 @@ class DPOConfig(TrainingArguments):
         default=1024, metadata={"help": "Max prompt+completion tokens per sequence."}
     )
     max_prompt_length: int | None = field(
-        default=512, metadata={"help": "Max prompt tokens; longer prompts keep their end (latest turns)."}
+        default=None,
+        metadata={
+            "help": "Max prompt tokens (None: no separate cap); longer prompts keep their end (latest turns)."
+        },
     )
     disable_dropout: bool = field(
         default=True, metadata={"help": "Zero all dropout in policy and reference."}

@@ -12,16 +12,36 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 logger = logging.getLogger("hf_dpo")
 
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
+
+
+def resolve_dtype(dtype: Any) -> Any:
+    """``dtype`` of ``from_pretrained`` kwargs: a ``torch.dtype``, ``"auto"``, or a name such as ``"bfloat16"``
+    (also ``"torch.bfloat16"``, as YAML configs write it) turned into the ``torch.dtype``."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
+
+
 def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` for a hub id, a local directory, or a ``.gguf`` file.
 
-    GGUF weights are de-quantized to float on load; the leftover quantization markers (which make
-    ``Trainer`` refuse to fine-tune) are cleared.
+    The weights load in float32 unless ``dtype`` (or the older ``torch_dtype``) says otherwise, whatever dtype
+    the checkpoint was saved in (most Hub checkpoints are bf16): the optimizer then updates fp32 weights, and
+    ``bf16=True`` / ``fp16=True`` give mixed-precision compute. Training bf16 weights directly loses updates
+    smaller than about 1/256 of a weight (``lr=1e-6`` changes almost nothing). GGUF weights are de-quantized
+    to float on load; the leftover quantization markers (which make ``Trainer`` refuse to fine-tune) are
+    cleared.
     """
+    if "torch_dtype" in kwargs:
+        kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
+    kwargs["dtype"] = resolve_dtype(kwargs.get("dtype", torch.float32))
     if name_or_path.endswith(".gguf"):
         if not os.path.isfile(name_or_path):
             raise FileNotFoundError(f"GGUF file not found: {name_or_path}")
-        kwargs.setdefault("dtype", torch.float32)
         model = AutoModelForCausalLM.from_pretrained(
             os.path.dirname(os.path.abspath(name_or_path)), gguf_file=os.path.basename(name_or_path), **kwargs
         )
@@ -56,6 +76,24 @@ def clear_dequantized_markers(model: PreTrainedModel) -> None:
     for attr, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
         if hasattr(model, attr):
             setattr(model, attr, value)
+
+
+def warn_if_low_precision_training(model: torch.nn.Module, has_fp32_master: bool = False) -> bool:
+    """Log one warning when trainable parameters are bf16/fp16 with no fp32 master copy (the optimizer would
+    update them in half precision, where small updates round to nothing). Returns True if it warned."""
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype in _HALF})
+    if not low or has_fp32_master:
+        return False
+    logger.warning(
+        "hf_dpo: the trainable parameters are %s with no fp32 master copy: updates smaller than about 1/256 "
+        "of a weight (typical at DPO learning rates) are lost to rounding. Load the model in float32 "
+        "(the default when DPOTrainer loads it by name) and train with bf16=True for mixed precision.",
+        "/".join(s.removeprefix("torch.") for s in low),
+    )
+    return True
+
+
+_HALF = (torch.bfloat16, torch.float16)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -1,0 +1,56 @@
+"""Model dtype on load: float32 master weights by default (as TRL), explicit opt-out, and the warning."""
+
+import logging
+
+import pytest
+import torch
+from conftest import make_tiny_llama
+
+from hf_dpo import DPOConfig
+from hf_dpo.modeling.loading import load_causal_lm, resolve_dtype, warn_if_low_precision_training
+
+
+@pytest.fixture
+def bf16_checkpoint(tmp_path, char_tokenizer):
+    """A checkpoint saved in bfloat16, as most Hub checkpoints are."""
+    model = make_tiny_llama(len(char_tokenizer)).to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    model.save_pretrained(tmp_path)
+    char_tokenizer.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_load_by_name_defaults_to_float32(bf16_checkpoint):
+    model = load_causal_lm(str(bf16_checkpoint))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("spec", ["bfloat16", "torch.bfloat16", torch.bfloat16])
+def test_dtype_opt_out(bf16_checkpoint, spec):
+    model = load_causal_lm(str(bf16_checkpoint), dtype=spec)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    legacy = load_causal_lm(str(bf16_checkpoint), torch_dtype=spec)
+    assert {p.dtype for p in legacy.parameters()} == {torch.bfloat16}
+
+
+def test_resolve_dtype_rejects_unknown_names():
+    assert resolve_dtype("auto") == "auto"
+    with pytest.raises(ValueError, match="float32, bfloat16, float16"):
+        resolve_dtype("bf16x")
+
+
+def test_low_precision_warning(caplog, char_tokenizer):
+    model = make_tiny_llama(len(char_tokenizer))
+    with caplog.at_level(logging.WARNING, logger="hf_dpo"):
+        assert not warn_if_low_precision_training(model)
+        assert warn_if_low_precision_training(model.to(torch.bfloat16))
+        assert not warn_if_low_precision_training(model, has_fp32_master=True)
+    assert sum("no fp32 master copy" in r.message for r in caplog.records) == 1
+
+
+def test_short_max_length_needs_no_prompt_cap():
+    """max_length <= 512 used to fail against the old max_prompt_length default of 512."""
+    for max_length in (128, 256, 512):
+        assert DPOConfig(output_dir="x", max_length=max_length).max_prompt_length is None
+    with pytest.raises(ValueError, match="must be smaller than max_length"):
+        DPOConfig(output_dir="x", max_length=256, max_prompt_length=256)
