@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from hf_dpo.config import DPOConfig
+from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
 from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
 
@@ -89,7 +89,7 @@ class RunOptions:
     data_files: str | list[str] | dict[str, Any] | None = None
     test_size: float | int | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    dpo_beta: float = 0.1
+    dpo_beta: float = dpo_default("beta")
     peft: LoraOptions | None = None
     resume: str = "refuse"
     quiet: bool = False
