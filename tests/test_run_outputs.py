@@ -74,7 +74,9 @@ def test_run_writes_log_path_and_resume_continues_exactly(tmp_path, capsys):
     model = AutoModelForCausalLM.from_pretrained(log / "final")
     assert model.num_parameters() > 0 and (log / "final" / "tokenizer.json").exists()
     card = (log / "final" / "README.md").read_text()
-    assert str(TINY_MODEL) in card and "arithmetic" in card and "| dpo_beta | 0.1 |" in card
+    assert f"`{TINY_MODEL.name}`" in card and str(TINY_MODEL.parent) not in card  # no local paths
+    assert card.split("---", 2)[2].startswith("\n\n# full\n") and "arithmetic" in card
+    assert "| dpo_beta | 0.1 |" in card
     assert "eval_accuracy" in card and "AutoModelForCausalLM.from_pretrained" in card
     out = capsys.readouterr()
     assert "Step 6" in out.out + out.err and "┃ Metric" in out.out + out.err

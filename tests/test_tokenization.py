@@ -79,7 +79,16 @@ def test_prompt_filling_max_length_is_a_counted_skip(char_tokenizer, caplog):
                 "rejected": [{"role": "assistant", "content": "b"}],
             },
             "prompt",
-            "no string 'content'",
+            "prompt[0] is missing 'content'",
+        ),
+        (
+            {
+                "prompt": [{"role": "human", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "prompt",
+            "prompt[0]['role'] must be one of ['system', 'user', 'assistant'], got 'human'",
         ),
         (
             {

@@ -48,6 +48,7 @@ from hf_dpo.batching.attention import (
     is_varlen_backend,
     layout_support,
 )
+from hf_dpo.registry import Registry
 
 __all__ = [
     "MODEL_INPUT_KEYS",
@@ -64,7 +65,7 @@ logger = logging.getLogger("hf_dpo")
 Pair = Mapping[str, Sequence[int]]
 LAYOUT_PREFERENCE = ("prefix_shared", "packed", "padded")  # fastest first (docs/performance.md)
 
-_LAYOUTS: dict[str, type[BatchLayout]] = {}
+_LAYOUTS: Registry[type[BatchLayout]] = Registry("batch_layout")
 
 
 class BatchLayout(abc.ABC):
@@ -75,7 +76,7 @@ class BatchLayout(abc.ABC):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if getattr(cls, "name", None):
-            _LAYOUTS[cls.name] = cls
+            _LAYOUTS.register(cls.name, cls)
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
@@ -284,9 +285,7 @@ class PrefixSharedLayout(_RowPackingLayout):
 
 def get_layout(name: str, pad_token_id: int, pad_to_multiple_of: int | None = None, **options) -> BatchLayout:
     """Instantiate a registered layout by name (``options``: e.g. ``row_tokens`` of the packing layouts)."""
-    if name not in _LAYOUTS:
-        raise ValueError(f"unknown batch_layout {name!r}; available: {', '.join(sorted(_LAYOUTS))}")
-    return _LAYOUTS[name](pad_token_id, pad_to_multiple_of, **options)
+    return _LAYOUTS.get(name)(pad_token_id, pad_to_multiple_of, **options)
 
 
 def choose_layout(
@@ -340,4 +339,5 @@ def choose_layout(
 
 
 def available_layouts() -> list[str]:
-    return sorted(_LAYOUTS)
+    """Names accepted by :func:`get_layout` (and ``batch_layout``, besides ``"auto"``)."""
+    return _LAYOUTS.names()

@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 
 import datasets
 
+from hf_dpo import chat
+from hf_dpo.chat import check_reply, row_error
 from hf_dpo.data import rows
-from hf_dpo.data.rows import PreferencePair, Skip, as_messages, row_error
-from hf_dpo.tokens.renderers import check_reply
+from hf_dpo.data.rows import PreferencePair, Skip, as_messages
 
 logger = logging.getLogger("hf_dpo")
 
@@ -199,8 +200,8 @@ class DatasetBuilder(abc.ABC):
 
 
 def _code_version(cls: type[DatasetBuilder]) -> str:
-    """Hash of the source of the modules defining ``cls``, its builder bases and the row helpers."""
-    modules = {sys.modules[c.__module__] for c in cls.__mro__ if issubclass(c, DatasetBuilder)} | {rows}
+    """Hash of the source of the modules defining ``cls``, its builder bases and the row/message checks."""
+    modules = {sys.modules[c.__module__] for c in cls.__mro__ if issubclass(c, DatasetBuilder)} | {rows, chat}
     digest = hashlib.sha256()
     for module in sorted(modules, key=lambda m: m.__name__):
         try:
@@ -221,10 +222,9 @@ def _check_result(result: Any) -> PreferencePair | None:
     replies = []
     for field, reply in (("chosen", result.chosen), ("rejected", result.rejected)):
         try:
-            check_reply(reply, field)
+            replies.append(check_reply(reply, field))
         except ValueError as err:
             raise row_error(field, str(err), "the reply must be one assistant message") from err
-        replies.append({"role": "assistant", "content": reply["content"]})
     return PreferencePair(as_messages(result.prompt, "prompt"), *replies)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import datasets
 
+from hf_dpo.chat import Message
 from hf_dpo.data.builder import DatasetBuilder
 from hf_dpo.data.registry import register_builder
 from hf_dpo.data.rows import PreferencePair, Skip, as_messages, require, row_error, split_conversations
-from hf_dpo.tokens.renderers import Message
 
 _FIX = (
     'give a string, [{"role": "assistant", "content": ...}] or the whole conversation ending with the reply'

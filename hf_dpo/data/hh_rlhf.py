@@ -11,10 +11,10 @@ import dataclasses
 import re
 from typing import Any
 
+from hf_dpo.chat import Message
 from hf_dpo.data.builder import DatasetBuilder
 from hf_dpo.data.registry import register_builder
 from hf_dpo.data.rows import PreferencePair, Skip, require, row_error, split_conversations
-from hf_dpo.tokens.renderers import Message
 
 _TURN_MARKER = re.compile(r"\n\n(Human|Assistant):")
 _ROLES = {"Human": "user", "Assistant": "assistant"}

@@ -23,11 +23,13 @@ from rich.console import Console
 from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
+from hf_dpo.config import dpo_default
 from hf_dpo.data.builder import DatasetBuilder
 from hf_dpo.data.registry import builder_class, builder_options
 from hf_dpo.modeling.loading import load_tokenizer
+from hf_dpo.registry import unknown_name_error
 from hf_dpo.run.cli_config import ConfigError, load_config, parse_argv
-from hf_dpo.tokens.renderers import Renderer, closest_name_error, get_renderer
+from hf_dpo.tokens.renderers import Renderer, get_renderer
 from hf_dpo.tokens.tokenization import tokenize_row
 
 OPEN, CLOSE = "[[", "]]"  # marks trained tokens when colour is not available
@@ -41,8 +43,8 @@ class InspectArgs:
     dataset: str
     model_name: str
     renderer_name: str | None = None
-    max_length: int | None = 1024
-    max_prompt_length: int | None = 512
+    max_length: int | None = dpo_default("max_length")
+    max_prompt_length: int | None = dpo_default("max_prompt_length")
     split: Literal["train", "test"] = "train"
     num_examples: int = 1
 
@@ -58,7 +60,7 @@ def parse_args(argv: list[str]) -> tuple[InspectArgs, DatasetBuilder]:
     options = set(builder_options(cls))
     for key in overrides:
         if key not in own and key.split(".")[0] not in options:
-            raise closest_name_error(f"key for dataset {args.dataset!r}:", key, sorted(own | options))
+            raise unknown_name_error(f"key for dataset {args.dataset!r}:", key, sorted(own | options))
     return args, load_config(cls, [f"{k}={v}" for k, v in overrides.items() if k not in own])
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable
 from typing import Any
 
 from hf_dpo.data.builder import DatasetBuilder, PreferenceData
-from hf_dpo.tokens.renderers import closest_name_error
+from hf_dpo.registry import Registry, unknown_name_error
+from hf_dpo.run.cli_config import fits_type, type_name
 
-_BUILDERS: dict[str, type[DatasetBuilder]] = {}
+_BUILDERS: Registry[type[DatasetBuilder]] = Registry("dataset")
 
 
 def register_builder(name: str) -> Callable[[type[DatasetBuilder]], type[DatasetBuilder]]:
@@ -22,22 +22,19 @@ def register_builder(name: str) -> Callable[[type[DatasetBuilder]], type[Dataset
         if not (isinstance(cls, type) and issubclass(cls, DatasetBuilder) and dataclasses.is_dataclass(cls)):
             raise TypeError(f"@register_builder({name!r}) needs a @dataclass subclass of DatasetBuilder")
         cls.name = name
-        _BUILDERS[name] = cls
-        return cls
+        return _BUILDERS.register(name, cls)
 
     return decorate
 
 
 def available_builders() -> list[str]:
     """Names accepted by :func:`get_builder`."""
-    return sorted(_BUILDERS)
+    return _BUILDERS.names()
 
 
 def builder_class(name: str) -> type[DatasetBuilder]:
     """The builder class registered as ``name``; unknown names raise ``ValueError`` with the closest match."""
-    if name not in _BUILDERS:
-        raise closest_name_error("dataset", name, list(_BUILDERS))
-    return _BUILDERS[name]
+    return _BUILDERS.get(name)
 
 
 def builder_options(builder: str | type[DatasetBuilder] | DatasetBuilder) -> dict[str, Any]:
@@ -71,33 +68,9 @@ def _check_options(cls: type[DatasetBuilder], options: dict[str, Any]) -> None:
     valid = builder_options(cls)
     for key, value in options.items():
         if key not in valid:
-            raise closest_name_error(f"option for dataset {cls.name!r}:", key, list(valid))
-        if not _matches(value, valid[key]):
+            raise unknown_name_error(f"option for dataset {cls.name!r}:", key, valid)
+        if not fits_type(value, valid[key]):
             raise ValueError(
-                f"option {key!r} of dataset {cls.name!r} must be {_type_name(valid[key])}, "
+                f"option {key!r} of dataset {cls.name!r} must be {type_name(valid[key])}, "
                 f"got {type(value).__name__} {value!r:.60}"
             )
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """A shallow isinstance check against a type hint (unions, containers' outer type, Any)."""
-    if hint is Any:
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is None or hint is type(None):
-        return value is None
-    origin = typing.get_origin(hint) or hint
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, origin) if isinstance(origin, type) else True
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

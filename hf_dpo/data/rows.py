@@ -6,7 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from hf_dpo.tokens.renderers import Message, check_messages
+from hf_dpo.chat import MESSAGES_FIX, Message, check_messages, row_error
+
+__all__ = ["PreferencePair", "Skip", "as_messages", "require", "row_error", "split_conversations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +26,6 @@ class Skip(NamedTuple):
     reason: str
 
 
-def row_error(field: str, problem: str, fix: str) -> ValueError:
-    """A row-level error; :meth:`DatasetBuilder.build` prefixes the dataset, split and row index."""
-    return ValueError(f"field {field!r}: {problem}. Fix: {fix}")
-
-
 def require(row: Mapping[str, Any], field: str, kind: type | tuple[type, ...], fix: str) -> Any:
     """``row[field]`` if present, not None and of type ``kind``; else a :func:`row_error`."""
     value = row.get(field)
@@ -43,10 +40,9 @@ def require(row: Mapping[str, Any], field: str, kind: type | tuple[type, ...], f
 def as_messages(value: Any, field: str) -> list[Message]:
     """Validate a message list and keep only ``role``/``content`` of each message."""
     try:
-        check_messages(value, field)
+        return check_messages(value, field)
     except ValueError as err:
-        raise row_error(field, str(err), 'use a list of {"role": ..., "content": str} messages') from err
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+        raise row_error(field, str(err), MESSAGES_FIX) from err
 
 
 def split_conversations(chosen: list[Message], rejected: list[Message]) -> PreferencePair | Skip:

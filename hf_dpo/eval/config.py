@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
+
+from hf_dpo.config import dpo_default
+from hf_dpo.registry import unknown_name_error
 
 TASKS = ("preference", "generation", "ifeval")
 
@@ -32,7 +34,7 @@ class EvalConfig:
     loss_type: str | None = None  # default: the run's loss_type, else sigmoid
     label_smoothing: float | None = None  # default: the run's label_smoothing, else 0
     batch_size: int = 8
-    logprob_chunk_size: int = 1024
+    logprob_chunk_size: int = dpo_default("logprob_chunk_size")
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
@@ -60,9 +62,7 @@ class EvalConfig:
             raise ValueError(f"tasks is empty; pick from {', '.join(TASKS)}")
         for task in self.tasks:
             if task not in TASKS:
-                close = difflib.get_close_matches(task, TASKS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown task {task!r}.{hint} Valid tasks: {', '.join(TASKS)}")
+                raise unknown_name_error("task", task, TASKS)
         for name in (
             "batch_size",
             "judge_batch_size",

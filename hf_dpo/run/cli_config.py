@@ -12,7 +12,6 @@ A dataclass may declare ``__config_aliases__: ClassVar[dict[str, str]] = {"alias
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import os
 import types
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from hf_dpo.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -146,15 +147,9 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
 
 # ---- helpers ----------------------------------------------------------------------------------------------
 def _unknown_key_message(full: str, prefix: str, valid: list[str]) -> str:
-    leaf = full[len(prefix) :]
-    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
-    hint = (
-        f"did you mean {', '.join(repr(prefix + c) for c in close)}?"
-        if close
-        else (
-            f"valid keys{' in ' + repr(prefix[:-1]) if prefix else ''} include "
-            f"{', '.join(sorted(valid)[:12])}{', ...' if len(valid) > 12 else ''}"
-        )
+    hint = did_you_mean(full[len(prefix) :], valid, n=3, prefix=prefix) or (
+        f"valid keys{' in ' + repr(prefix[:-1]) if prefix else ''} include "
+        f"{', '.join(sorted(valid)[:12])}{', ...' if len(valid) > 12 else ''}"
     )
     return f"unknown config key {full!r}; {hint}"
 
@@ -183,7 +178,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type hint as users write it: ``int``, ``str | None``, ``list[str]``."""
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -199,95 +195,154 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(
-            f"config key {key!r}: {str(value)!r} is not a valid {_type_name(tp)} ({e})"
+            f"config key {key!r}: {str(value)!r} is not a valid {type_name(tp)} ({e})"
         ) from None
 
 
+def fits_type(value: Any, tp: Any) -> bool:
+    """Whether a Python value already has type hint ``tp``: :func:`coerce_value` accepts it and leaves it as
+    it is (up to equal numbers, e.g. ``1`` for a float, and lists for tuples). Text is not parsed."""
+    try:
+        return _unchanged(value, _convert(value, tp, "value"))
+    except (ValueError, TypeError):
+        return False
+
+
+def _unchanged(before: Any, after: Any) -> bool:
+    if isinstance(before, (list, tuple, set)) and isinstance(after, (list, tuple, set)):
+        return len(before) == len(after) and all(map(_unchanged, before, after))
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        return before.keys() == after.keys() and all(_unchanged(before[k], after[k]) for k in before)
+    if _is_number(before) and _is_number(after):
+        return before == after
+    return type(before) is type(after) and before == after
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    """``value`` converted to ``tp``: dispatch on the kind of type hint."""
+    origin = typing.get_origin(tp) or tp
     if tp is Any or tp is object:
         return yaml.safe_load(value) if isinstance(value, _Raw) else value
     if origin in (typing.Union, types.UnionType):
-        return _convert_union(value, args, key)
+        return _convert_union(value, typing.get_args(tp), key)
     if origin is typing.Literal:
-        for option in args:
-            if value == option or (isinstance(value, str) and str(option) == value):
-                return option
-        raise ConfigError(f"config key {key!r}: {str(value)!r} is not one of {', '.join(map(repr, args))}")
+        return _convert_literal(value, typing.get_args(tp), key)
     if tp is type(None):
         if value is None or (isinstance(value, _Raw) and value.strip().lower() in _NULLS):
             return None
         raise ValueError("expected null")
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, str):
-            text = value.strip().lower()
-            value = {} if text in _TRUE or text == "{}" else yaml.safe_load(value)
-        if value is True:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} is a section; give its keys, e.g. {key}.<name>=value")
-        return config_from_dict(tp, value, prefix=key + ".")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError("expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer, got a boolean")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        number = float(value)
-        if not number.is_integer():
-            raise ValueError("expected an integer")
-        return int(number)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number, got a boolean")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (Mapping, list, tuple)):
-            raise ValueError("expected a string")
-        return value.value if isinstance(value, enum.Enum) else str(value)
+        return _convert_section(value, tp, key)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(value.value if isinstance(value, enum.Enum) else str(value))
-    if origin in (list, tuple, set) or tp in (list, tuple, set):
-        if isinstance(value, str):
-            text = value.strip()
-            value = (
-                yaml.safe_load(text)
-                if text.startswith("[")
-                else [v.strip() for v in text.split(",") if v.strip()]
-            )
-        if not isinstance(value, (list, tuple, set)):
-            value = [value]
-        item_type = args[0] if args else Any
-        items = [
-            _coerce(_Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]")
-            for i, v in enumerate(value)
-        ]
-        return (origin or tp)(items) if (origin or tp) is not list else items
-    if origin is dict or tp is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, Mapping):
-            raise ValueError("expected a mapping such as {name: value}")
-        value_type = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(tp, type) and isinstance(value, tp):
+    if origin in (list, tuple, set):
+        return _convert_sequence(value, tp, key)
+    if origin is dict:
+        return _convert_mapping(value, tp, key)
+    if isinstance(origin, type) and isinstance(value, origin):
         return value
     raise ConfigError(
-        f"config key {key!r} ({_type_name(tp)}) cannot be set from a config file or command line"
+        f"config key {key!r} ({type_name(tp)}) cannot be set from a config file or command line"
     )
+
+
+def _convert_literal(value: Any, options: tuple[Any, ...], key: str) -> Any:
+    for option in options:
+        if value == option or (isinstance(value, str) and str(option) == value):
+            return option
+    raise ConfigError(f"config key {key!r}: {str(value)!r} is not one of {', '.join(map(repr, options))}")
+
+
+def _convert_section(value: Any, tp: type, key: str) -> Any:
+    """A nested dataclass from a mapping (``key.name=value`` overrides), YAML text, or ``true`` (defaults)."""
+    if isinstance(value, tp):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        value = {} if text in _TRUE or text == "{}" else yaml.safe_load(value)
+    if value is True:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key {key!r} is a section; give its keys, e.g. {key}.<name>=value")
+    return config_from_dict(tp, value, prefix=key + ".")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError("expected true or false")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError("expected an integer")
+    return int(number)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (Mapping, list, tuple)):
+        raise ValueError("expected a string")
+    return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
+    """A list/tuple/set from a YAML sequence, ``[a, b]`` or ``a,b`` text, or one item."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = (
+            yaml.safe_load(text)
+            if text.startswith("[")
+            else [v.strip() for v in text.split(",") if v.strip()]
+        )
+    if not isinstance(value, (list, tuple, set)):
+        value = [value]
+    args = typing.get_args(tp)
+    item_type = args[0] if args else Any
+    items = [
+        _coerce(_Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]")
+        for i, v in enumerate(value)
+    ]
+    container = typing.get_origin(tp) or tp
+    return container(items) if container is not list else items
+
+
+def _convert_mapping(value: Any, tp: Any, key: str) -> Any:
+    """A dict from a YAML mapping or ``{name: value}`` text; values converted to the declared value type."""
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping such as {name: value}")
+    args = typing.get_args(tp)
+    value_type = args[1] if len(args) == 2 else Any
+    return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
 
 
 def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:
@@ -318,9 +373,9 @@ def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:
         try:
             return _convert(value, member, key)
         except (ValueError, TypeError) as e:
-            errors.append(f"{_type_name(member)}: {e}")
+            errors.append(f"{type_name(member)}: {e}")
     raise ConfigError(
-        f"config key {key!r}: {str(value)!r} does not fit {' | '.join(map(_type_name, members))} "
+        f"config key {key!r}: {str(value)!r} does not fit {' | '.join(map(type_name, members))} "
         f"({'; '.join(errors)})"
     )
 

@@ -6,9 +6,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from hf_dpo.run.model_card import merged_repo_id
 
 logger = logging.getLogger("hf_dpo")
+
+
+def check_hub_model_id(repo_id: str | None) -> None:
+    """``ValueError`` unless ``repo_id`` is a Hub model repo id ``<user or org>/<name>``."""
+    problem = "it is not set" if not repo_id else (None if "/" in repo_id else f"{repo_id!r} has no owner")
+    if problem is None:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as e:
+            problem = f"{repo_id!r} is not a valid repo id ({e})"
+    if problem is not None:
+        raise ValueError(f"push_to_hub=true needs hub_model_id=<user or org>/<repo name>; {problem}")
 
 
 def push_folder(
@@ -21,6 +35,7 @@ def push_folder(
     """Create ``repo_id`` (if needed) and upload ``folder``; returns the commit URL."""
     from huggingface_hub import HfApi
 
+    check_hub_model_id(repo_id)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     info = api.upload_folder(

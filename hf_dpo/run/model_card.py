@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from huggingface_hub import ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hf_dpo.run.console import format_value
 
-# A Hub repo id: owner/name, each of letters, digits, '-', '_', '.'.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # Hyperparameters reported in the card (config key -> shown name).
 CARD_HYPERPARAMETERS = (
     "dpo_beta",
@@ -52,32 +51,46 @@ def render_model_card(
     merged: bool = False,
     repo_id: str | None = None,
 ) -> str:
-    """Markdown with YAML front matter for the Hub."""
+    """Markdown with YAML front matter for the Hub. Local paths (base model, data files) appear by their
+    last component only, since the card is published with the model."""
+    repo_id = repo_id or getattr(config, "hub_model_id", None)
+    sections = [
+        _front_matter(config, adapter),
+        _summary(config, repo_id, adapter, merged),
+        _training_table(config),
+        _results(train_metrics, eval_metrics),
+        _usage(repo_id or "path/to/this/model", adapter),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _front_matter(config: Any, adapter: bool) -> str:
+    """The Hub metadata; ``base_model`` only for a Hub id (the Hub rejects paths there)."""
     base = str(config.model_name)
-    repo = repo_id or getattr(config, "hub_model_id", None) or "path/to/this/model"
-    front: dict[str, Any] = {"base_model": base} if is_hub_model_id(base) else {}
-    front.update(
+    data = ModelCardData(
+        base_model=base if is_hub_model_id(base) else None,
         library_name="peft" if adapter else "transformers",
         tags=["dpo", "hf_dpo", "trl-compatible"] + (["lora"] if adapter else []),
         datasets=[config.dataset],
     )
-    source = f"`{base}`" if "base_model" in front else f"the local base model `{base}`"
+    return f"---\n{data.to_yaml()}\n---"
+
+
+def _summary(config: Any, repo_id: str | None, adapter: bool, merged: bool) -> str:
+    """Title (the repo id, else the run name, else the log folder's name) and one sentence on the run."""
+    base = str(config.model_name)
+    title = repo_id or getattr(config, "run_name", None) or Path(str(config.log_path)).name
+    source = f"`{base}`" if is_hub_model_id(base) else f"the local base model `{shareable_name(base)}`"
     what = "LoRA adapter" if adapter else ("LoRA-merged model" if merged else "model")
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).rstrip(),
-        "---",
-        "",
-        f"# {Path(str(repo)).name}",
-        "",
-        f"A {what} trained from {source} with Direct Preference Optimization (DPO) using "
-        f"hf_dpo on the `{config.dataset}` preference dataset.",
-        "",
-        "## Training",
-        "",
-        "| hyperparameter | value |",
-        "| --- | --- |",
-    ]
+    return (
+        f"# {title}\n\nA {what} trained from {source} with Direct Preference Optimization (DPO) using "
+        f"hf_dpo on the `{config.dataset}` preference dataset."
+    )
+
+
+def _training_table(config: Any) -> str:
+    """The reported hyperparameters, LoRA settings and dataset options."""
+    lines = ["## Training", "", "| hyperparameter | value |", "| --- | --- |"]
     for key in CARD_HYPERPARAMETERS:
         value = getattr(config, key, None)
         if value is not None:
@@ -89,19 +102,29 @@ def render_model_card(
             f"target_modules={peft.target_modules} |"
         )
     if config.dataset_kwargs():
-        lines.append(f"| dataset options | {config.dataset_kwargs()} |")
+        lines.append(f"| dataset options | {_shareable_options(config.dataset_kwargs())} |")
+    return "\n".join(lines)
+
+
+def _results(train_metrics: dict[str, float], eval_metrics: dict[str, float]) -> str:
+    """The final metrics table ('' when there are none)."""
     results = {k: v for k, v in {**train_metrics, **eval_metrics}.items() if k in _RESULT_KEYS}
-    if results:
-        lines += ["", "## Final metrics", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {format_value(results[k])} |" for k in _RESULT_KEYS if k in results]
-        lines += [
-            "",
-            "`eval_*` and `test/nll` are on the held-out test split; the others are the last logged "
-            "training window. Rewards are β·log(πθ/πref) of the chosen / rejected completions.",
-        ]
-    lines += ["", "## Usage", "", "```python"]
+    if not results:
+        return ""
+    lines = ["## Final metrics", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {format_value(results[k])} |" for k in _RESULT_KEYS if k in results]
+    lines += [
+        "",
+        "`eval_*` and `test/nll` are on the held-out test split; the others are the last logged "
+        "training window. Rewards are β·log(πθ/πref) of the chosen / rejected completions.",
+    ]
+    return "\n".join(lines)
+
+
+def _usage(repo: str, adapter: bool) -> str:
+    """A loading and generation snippet."""
     if adapter:
-        lines += [
+        load = [
             "from peft import AutoPeftModelForCausalLM",
             "from transformers import AutoTokenizer",
             "",
@@ -110,21 +133,50 @@ def render_model_card(
             "model = model.merge_and_unload()  # optional: plain transformers model",
         ]
     else:
-        lines += [
+        load = [
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
             f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
             f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
         ]
-    lines += [
+    generate = [
         'messages = [{"role": "user", "content": "Hello!"}]',
         'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",'
         " return_dict=True)",
         "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))",
-        "```",
-        "",
     ]
-    return "\n".join(lines)
+    return "\n".join(["## Usage", "", "```python", *load, *generate, "```"])
+
+
+def shareable_name(name: str) -> str:
+    """``name`` as a published card may show it: a Hub id as is, a local path (absolute, relative or
+    ``~``) by its last component only."""
+    expanded = os.path.expanduser(name)
+    local = os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)
+    return _file_name(name) if local else name
+
+
+def _shareable_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Dataset options with ``data_files`` (always local files) reduced to file names and any other
+    string that is a local path to its last component."""
+    return {
+        key: _map_strings(value, _file_name if key == "data_files" else shareable_name)
+        for key, value in options.items()
+    }
+
+
+def _file_name(path: str) -> str:
+    return Path(os.path.expanduser(path)).name or path
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_map_strings(v, fn) for v in value]
+    return value
 
 
 def write_model_card(
@@ -145,14 +197,13 @@ def write_model_card(
 
 
 def is_hub_model_id(name: str) -> bool:
-    """Whether ``name`` looks like a Hub repo id (``owner/name``), the only ``base_model`` the Hub accepts:
-    not an existing local path and not a ``.gguf`` file."""
-    return (
-        _HUB_ID.fullmatch(name) is not None
-        and ".." not in name
-        and not name.lower().endswith(".gguf")
-        and not os.path.exists(os.path.expanduser(name))
-    )
+    """Whether ``name`` is a Hub repo id ``owner/name`` (``huggingface_hub.utils.validate_repo_id``), the
+    only ``base_model`` the Hub accepts: not an existing local path and not a ``.gguf`` file."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name and not name.lower().endswith(".gguf") and not os.path.exists(os.path.expanduser(name))
 
 
 def merged_repo_id(repo_id: str) -> str:

@@ -15,64 +15,17 @@ for base models), ``chatml`` and ``llama3``. Register your own with :func:`regis
 from __future__ import annotations
 
 import abc
-import difflib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jinja2
 from transformers import PreTrainedTokenizerBase
 
+from hf_dpo.chat import Message, check_messages, check_reply
+from hf_dpo.registry import Registry
+
 logger = logging.getLogger("hf_dpo")
-
-Message = dict[str, str]
-"""One chat turn: ``{"role": "system" | "user" | "assistant", "content": str}``."""
-
-ROLES = ("system", "user", "assistant")
-
-
-def check_messages(messages: Any, what: str = "prompt") -> None:
-    """Raise ``ValueError`` unless ``messages`` is a non-empty list of well-formed messages."""
-    if not isinstance(messages, (list, tuple)):
-        raise ValueError(
-            f"{what} must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
-        )
-    if not messages:
-        raise ValueError(f"{what} is an empty message list; it needs at least one user message")
-    for i, message in enumerate(messages):
-        check_message(message, f"{what}[{i}]")
-
-
-def check_message(message: Any, what: str) -> None:
-    """Raise ``ValueError`` unless ``message`` is ``{"role": <known role>, "content": <str>}``."""
-    if not isinstance(message, Mapping):
-        raise ValueError(
-            f"{what} must be a dict with 'role' and 'content', got {type(message).__name__}: {message!r:.80}"
-        )
-    for key in ("role", "content"):
-        if key not in message or message[key] is None:
-            raise ValueError(f"{what} is missing {key!r}; every message needs 'role' and 'content'")
-    if message["role"] not in ROLES:
-        raise ValueError(f"{what}['role'] must be one of {list(ROLES)}, got {message['role']!r}")
-    if not isinstance(message["content"], str):
-        raise ValueError(
-            f"{what}['content'] must be a string, got {type(message['content']).__name__}; "
-            "flatten multi-part content to text first"
-        )
-
-
-def check_reply(reply: Any, what: str = "reply") -> None:
-    """Raise ``ValueError`` unless ``reply`` is a well-formed assistant message."""
-    check_message(reply, what)
-    if reply["role"] != "assistant":
-        raise ValueError(f"{what}['role'] must be 'assistant', got {reply['role']!r}")
-
-
-def closest_name_error(kind: str, name: str, valid: Sequence[str]) -> ValueError:
-    """A ``ValueError`` for an unknown registry name that lists the valid names and suggests the closest."""
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"Unknown {kind} {name!r}.{hint} Valid names: {', '.join(sorted(valid))}")
 
 
 class Renderer(abc.ABC):
@@ -196,7 +149,7 @@ def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...
 
 
 # -- registry ---------------------------------------------------------------------------------------------
-_RENDERERS: dict[str, type[Renderer]] = {}
+_RENDERERS: Registry[type[Renderer]] = Registry("renderer")
 
 
 def register_renderer(name: str) -> Callable[[type[Renderer]], type[Renderer]]:
@@ -206,15 +159,14 @@ def register_renderer(name: str) -> Callable[[type[Renderer]], type[Renderer]]:
         if not (isinstance(cls, type) and issubclass(cls, Renderer)):
             raise TypeError(f"@register_renderer({name!r}) needs a Renderer subclass, got {cls!r}")
         cls.name = name
-        _RENDERERS[name] = cls
-        return cls
+        return _RENDERERS.register(name, cls)
 
     return decorate
 
 
 def available_renderers() -> list[str]:
     """Names accepted by :func:`get_renderer`."""
-    return sorted(_RENDERERS)
+    return _RENDERERS.names()
 
 
 def get_renderer(name: str | None, tokenizer: PreTrainedTokenizerBase) -> Renderer:
@@ -222,9 +174,7 @@ def get_renderer(name: str | None, tokenizer: PreTrainedTokenizerBase) -> Render
     else ``role_colon``."""
     if name is None:
         name = "chat_template" if getattr(tokenizer, "chat_template", None) else "role_colon"
-    if name not in _RENDERERS:
-        raise closest_name_error("renderer", name, list(_RENDERERS))
-    return _RENDERERS[name](tokenizer)
+    return _RENDERERS.get(name)(tokenizer)
 
 
 # -- built-ins ------------------------------------------------------------------------------------------

@@ -31,15 +31,16 @@ from typing import Any
 
 from datasets import Dataset
 
+from hf_dpo.chat import MESSAGES_FIX, Message, check_messages, row_error
+
 logger = logging.getLogger("hf_dpo")
 
-Message = dict[str, str]
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # precomputed reference log-probs, per pair
 
 
 def _row_error(index: int, field: str, problem: str, fix: str) -> ValueError:
-    return ValueError(f"row {index}, field {field!r}: {problem}. Fix: {fix}")
+    return row_error(field, problem, fix, row=index)
 
 
 def _check_text(value: Any, index: int, field: str) -> str:
@@ -51,16 +52,16 @@ def _check_text(value: Any, index: int, field: str) -> str:
 
 
 def _check_messages(value: Any, index: int, field: str) -> list[Message]:
-    fix = 'use a list of {"role": ..., "content": str} messages'
+    """A field that is not text: a non-empty list of messages (``hf_dpo.chat.check_messages``)."""
     if not isinstance(value, (list, tuple)) or not value:
         got = type(value).__name__ if value or isinstance(value, (int, float)) else "an empty value"
-        raise _row_error(index, field, f"expected text or a non-empty list of messages, got {got}", fix)
-    for i, message in enumerate(value):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise _row_error(index, field, f"message {i} has no string 'role'", fix)
-        if not isinstance(message.get("content"), str):
-            raise _row_error(index, field, f"message {i} has no string 'content'", fix)
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+        raise _row_error(
+            index, field, f"expected text or a non-empty list of messages, got {got}", MESSAGES_FIX
+        )
+    try:
+        return check_messages(value, field)
+    except ValueError as err:
+        raise _row_error(index, field, str(err), MESSAGES_FIX) from err
 
 
 def _reply(value: Any, index: int, field: str) -> Message:
