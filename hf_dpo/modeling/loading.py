@@ -16,8 +16,8 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
 
 
 def resolve_dtype(dtype: Any) -> Any:
-    """``dtype`` of ``from_pretrained`` kwargs: a ``torch.dtype``, ``"auto"``, or a name such as ``"bfloat16"``
-    (also ``"torch.bfloat16"``, as YAML configs write it) turned into the ``torch.dtype``."""
+    """``dtype`` of ``from_pretrained`` kwargs: a ``torch.dtype``, ``"auto"``, or a name such as
+    ``"bfloat16"`` (also ``"torch.bfloat16"``, as YAML configs write it) turned into the ``torch.dtype``."""
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return dtype
     name = str(dtype).removeprefix("torch.")
