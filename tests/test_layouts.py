@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama
+from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama, sequence_values
 from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from hf_dpo.batching.attention import (
@@ -63,7 +63,7 @@ def independent_logps(model: torch.nn.Module, pairs: list[dict[str, list[int]]])
 
 def logps_and_grads(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     model.zero_grad()
-    logps = sequence_logps(model, batch).logps
+    logps = sequence_values(sequence_logps(model, batch))
     # A non-uniform weighting so that a swapped sequence would change the gradient.
     weights = torch.linspace(0.5, 1.5, logps.numel())
     (logps * weights).sum().backward()
@@ -116,7 +116,9 @@ def test_pad_to_multiple_of_keeps_values() -> None:
         for name in ("packed", "prefix_shared"):
             batch = get_layout(name, 0, pad_to_multiple_of=16, row_tokens="longest")(pairs)
             assert batch["input_ids"].shape[1] % 16 == 0
-            torch.testing.assert_close(sequence_logps(model, batch).logps, expected, rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                sequence_values(sequence_logps(model, batch)), expected, rtol=0, atol=1e-5
+            )
 
 
 def test_prefix_shared_structure_and_mask() -> None:
@@ -295,7 +297,7 @@ def test_prefix_shared_with_gradient_checkpointing_and_peft() -> None:
     assert isinstance(layout, PrefixSharedLayout)  # the backend is read through the PEFT wrapper
     with torch.no_grad(), peft_model.disable_adapter():
         torch.testing.assert_close(
-            sequence_logps(peft_model, layout(pairs)).logps,
+            sequence_values(sequence_logps(peft_model, layout(pairs))),
             independent_logps(peft_model, pairs),
             rtol=0,
             atol=1e-5,

@@ -16,9 +16,13 @@ and returns tensors of shape (B,). No I/O, no model, no Trainer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from hf_dpo.modeling.forward import ChosenRejectedLogps
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 
@@ -31,6 +35,13 @@ class PreferenceLogps:
     policy_rejected: torch.Tensor
     ref_chosen: torch.Tensor
     ref_rejected: torch.Tensor
+
+    @classmethod
+    def from_records(cls, policy: ChosenRejectedLogps, reference: ChosenRejectedLogps) -> PreferenceLogps:
+        """From the policy's and the reference's chosen/rejected records (``sequence_logps`` outputs)."""
+        return cls(
+            policy.chosen_logps, policy.rejected_logps, reference.chosen_logps, reference.rejected_logps
+        )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from hf_dpo.modeling.forward import ChosenRejectedLogps
 from hf_dpo.reference.policies import PrecomputedReference, ReferencePolicy
 from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
@@ -64,7 +65,7 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 def compute_reference_logps(
     dataset: Dataset,
-    reference_logps: Callable[[Mapping[str, Any]], torch.Tensor],
+    reference_logps: Callable[[Mapping[str, Any]], ChosenRejectedLogps],
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
     batch_size: int,
     device: torch.device,
@@ -88,9 +89,11 @@ def compute_reference_logps(
         features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
         features = [{k: v for k, v in f.items() if k not in REF_COLUMNS} for f in features]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collator(features).items()}
-        logps = reference_logps(batch).float().cpu()
-        num_pairs = len(positions)
-        out[positions, 0], out[positions, 1] = logps[:num_pairs], logps[num_pairs:]
+        logps = reference_logps(batch)
+        out[positions, 0], out[positions, 1] = (
+            logps.chosen_logps.float().cpu(),
+            logps.rejected_logps.float().cpu(),
+        )
     return torch.tensor(indices, dtype=torch.long), out
 
 
