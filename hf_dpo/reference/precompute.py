@@ -219,12 +219,10 @@ def _global_fingerprint(local: str, accelerator: Any) -> str:
 
 
 def _gather(indices: torch.Tensor, logps: torch.Tensor, total: int, accelerator: Any) -> torch.Tensor:
-    """All-gather every rank's ``(indices, logps)`` (padded to one length) into the full (total, 2) table."""
-    width = -(-total // accelerator.num_processes)
-    padded = torch.full((width, 3), -1.0, dtype=torch.float64)
-    padded[: len(indices), 0] = indices.double()
-    padded[: len(indices), 1:] = logps.double()
-    gathered = accelerator.gather(padded.to(accelerator.device)).cpu()
+    """All-gather every rank's ``(indices, logps)`` into the full (total, 2) table (ranks may hold one row
+    fewer than others: ``pad_across_processes`` fills with index -1, which is dropped)."""
+    local = torch.cat([indices.double()[:, None], logps.double()], dim=1).to(accelerator.device)
+    gathered = accelerator.gather(accelerator.pad_across_processes(local, pad_index=-1)).cpu()
     gathered = gathered[gathered[:, 0] >= 0]
     values = torch.empty((total, 2), dtype=torch.float32)
     values[gathered[:, 0].long()] = gathered[:, 1:].float()
