@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from hf_dpo.modeling.forward import ChosenRejectedLogps
 
 # The loss types of TRL 1.16's DPOTrainer, with TRL's meaning ...
 TRL_LOSS_TYPES = (
@@ -79,6 +82,21 @@ class PreferenceLogps:
     @property
     def has_token_counts(self) -> bool:
         return self.chosen_num_tokens is not None and self.rejected_num_tokens is not None
+
+    @classmethod
+    def from_records(
+        cls, policy: ChosenRejectedLogps, reference: ChosenRejectedLogps | None
+    ) -> PreferenceLogps:
+        """From the policy's and the reference's chosen/rejected records (``sequence_logps`` outputs); the
+        token counts are the policy's. ``reference=None`` for the reference-free losses."""
+        return cls(
+            policy.chosen_logps,
+            policy.rejected_logps,
+            reference.chosen_logps if reference is not None else None,
+            reference.rejected_logps if reference is not None else None,
+            policy.chosen_num_tokens,
+            policy.rejected_num_tokens,
+        )
 
 
 @dataclass(frozen=True)
