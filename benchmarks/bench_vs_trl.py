@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -31,104 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-SHAPES = {
-    # Qwen2 architecture; "tiny" keeps a real 49k vocabulary (the SmolLM2 tokenizer's) with a small body.
-    "tiny": dict(
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-0.5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-}
-# Length profiles (prompt, response) in tokens before --length-scale.
-PROFILES = {
-    # The team's TRL measurement: uniform prompt 64-1024, each response 32-768.
-    "uniform": dict(kind="uniform", prompt=(64, 1024), response=(32, 768)),
-    # HH-RLHF-like: multi-turn prompts, short replies (log-normal medians ~ 150 / 70, SmolLM2 tokenizer).
-    "hh": dict(kind="lognormal", prompt=(150, 0.8, 16, 1024), response=(70, 0.9, 4, 512)),
-    # UltraFeedback-like: single-turn prompts, long replies (medians ~ 120 / 320).
-    "uf": dict(kind="lognormal", prompt=(120, 0.9, 8, 1024), response=(320, 0.6, 16, 1024)),
-}
+from synthetic import PROFILES, SHAPES, make_pairs, model_config, save_model, standin_tokenizer
+
 LAYOUTS = ("padded", "packed", "prefix_shared")
-SHARED_TOKENIZER = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-random-llama-smollm2-tokenizer"
-)
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-# ---- data & model ------------------------------------------------------------------------------------------
-
-
-def make_pairs(
-    profile: str, num_pairs: int, scale: float, vocab: int, seed: int
-) -> list[dict[str, list[int]]]:
-    import random
-
-    rng = random.Random(seed)
-    spec = PROFILES[profile]
-
-    def length(which: str) -> int:
-        if spec["kind"] == "uniform":
-            lo, hi = spec[which]
-            n = rng.randint(lo, hi)
-        else:
-            median, sigma, lo, hi = spec[which]
-            n = min(hi, max(lo, round(math.exp(rng.gauss(math.log(median), sigma)))))
-        return max(1, round(n * scale))
-
-    def ids(n: int) -> list[int]:
-        return [rng.randrange(3, vocab) for _ in range(n)]
-
-    return [
-        {
-            "prompt_ids": ids(length("prompt")),
-            "chosen_ids": ids(length("response")),
-            "rejected_ids": ids(length("response")),
-        }
-        for _ in range(num_pairs)
-    ]
-
-
-def load_tokenizer():
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    if SHARED_TOKENIZER.exists():
-        tok = AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
-    else:  # a stand-in with pad/eos only: the data is already token ids
-        from tokenizers import Tokenizer, models
-
-        tok = PreTrainedTokenizerFast(
-            tokenizer_object=Tokenizer(
-                models.WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>")
-            ),
-            pad_token="<pad>",
-            eos_token="<eos>",
-            unk_token="<unk>",
-        )
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def save_model(shape: str, path: str, seed: int) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, use_sliding_window=False)
-    Qwen2ForCausalLM(config).save_pretrained(path)
 
 
 # ---- one run (subprocess) ----------------------------------------------------------------------------------
@@ -145,7 +50,7 @@ def worker(spec: dict) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
     pairs = json.loads(Path(spec["data"]).read_text())
     dataset = Dataset.from_list(pairs)
-    tokenizer = load_tokenizer()
+    tokenizer = standin_tokenizer()
 
     def load():
         return AutoModelForCausalLM.from_pretrained(
@@ -305,11 +210,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         save_model(cli.shape, f"{tmp}/model", cli.seed)
-        from transformers import AutoConfig
-
         n_params = _num_params(f"{tmp}/model")
-        vocab = AutoConfig.from_pretrained(f"{tmp}/model").vocab_size
-        vocab = min(vocab, len(load_tokenizer()))
+        vocab = model_config(cli.shape).vocab_size  # token ids only: no tokenizer vocabulary involved
         for profile in cli.profiles.split(","):
             pairs = make_pairs(profile, cli.pairs_per_step * cli.steps, cli.length_scale, vocab, cli.seed)
             data = f"{tmp}/{profile}.json"
