@@ -8,7 +8,7 @@ memory is per run (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak RSS of th
 Reported per run: median step time (wall time between consecutive optimizer steps, data loading and
 collation included, warm-up steps excluded), pairs/s, real tokens/s (prompt + chosen + rejected of each pair,
 each token counted once, the same numerator for every run), peak memory, the hf_dpo/TRL pairs/s ratio, MFU on
-GPU (8·N·tokens per step: 6N for the policy's forward+backward, 2N for the reference forward), and the
+GPU (the executed FLOPs of each measured step from ``benchmarks/flops.py``, over the bf16 dense peak), and the
 correctness check: step-1 mean policy log-probs and step-2 loss (after one identical AdamW step) of each
 hf_dpo layout against TRL (the step-1 loss is ln 2 for every pair since policy = reference: a weak check).
 
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from synthetic import PROFILES, SHAPES, make_pairs, model_config, save_model, standin_tokenizer
 
@@ -138,6 +139,8 @@ def worker(spec: dict) -> dict:
         layout = trainer.data_collator.layout.name
         row_tokens = getattr(trainer.data_collator.layout, "row_tokens", None)
         layout += f"[{row_tokens}]" if row_tokens else ""
+    recorder = RecordingCollator(trainer.data_collator)
+    trainer.data_collator = recorder
     if spec.get("profile_dir"):
         from torch.profiler import ProfilerActivity, profile
 
@@ -155,8 +158,23 @@ def worker(spec: dict) -> dict:
         if cuda
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     )
+    # Executed FLOPs of the measured steps (outside the timed loop): step i ran on the i-th collated batch.
+    from flops import run_flops
+
+    measured = recorder.batches[spec["warmup"] : len(probe.ends) - 1]
+    step_flops = run_flops(
+        trainer.model,
+        measured,
+        None if spec["impl"] == "trl" else trainer.data_collator.inner.layout,
+        attention="flex" if spec["attn"] == "flex_attention" else "dense",
+        gradient_checkpointing=spec["gc"],
+        trl_scored=trl_scored(cuda),
+        device="cuda" if cuda else "cpu",
+    )
     logps_key = "logps/chosen"
     return {
+        "flops_per_step": statistics.mean(step_flops),
+        "achieved_tflops": sum(step_flops) / sum(steps) / 1e12,
         "layout": layout,
         "median_step_s": statistics.median(steps),
         "median_step_cpu_s": statistics.median(cpu_steps),
@@ -171,13 +189,49 @@ def worker(spec: dict) -> dict:
     }
 
 
+class RecordingCollator:
+    """Wraps a trainer's collator and keeps the token ids of every batch it collates, in order."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[list[dict[str, list[int]]]] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        keys = ("prompt_ids", "chosen_ids", "rejected_ids")
+        self.batches.append([{k: list(f[k]) for k in keys} for f in features])
+        return self.inner(features)
+
+
+def trl_scored(cuda: bool) -> str:
+    """Where TRL 1.16's fused LM head runs: completion positions with Triton (GPUs), else every position."""
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+
+        return "completion" if _use_triton(torch_device(cuda)) else "all"
+    except ImportError:
+        return "completion" if cuda else "all"
+
+
+def torch_device(cuda: bool) -> Any:
+    import torch
+
+    return torch.device("cuda" if cuda else "cpu")
+
+
 # ---- driver ------------------------------------------------------------------------------------------------
 
 
-def run_one(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
-    )
+def run_one(spec: dict, timeout_s: float | None = None) -> dict:
+    """Run ``worker(spec)`` in a fresh subprocess; ``{"error": ...}`` on failure or after ``timeout_s``."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout: killed after {timeout_s:.0f} s"}
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -251,10 +305,7 @@ def main() -> None:
                     res["pairs_per_s"] = cli.pairs_per_step / res["median_step_s"]
                     res["pairs_per_cpu_s"] = cli.pairs_per_step / res["median_step_cpu_s"]
                     res["tokens_per_s"] = tokens_per_step / res["median_step_s"]
-                    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in res["device"]), None)
-                    res["mfu"] = (
-                        8 * n_params * res["tokens_per_s"] / peak if peak and cli.dtype == "bf16" else None
-                    )
+                    res["mfu"] = mfu(res, cli.dtype)
                 rows[name] = res
                 results.append(res)
                 print(
@@ -281,6 +332,13 @@ def main() -> None:
         Path(cli.json).write_text(json.dumps(results, indent=1))
 
 
+def mfu(result: dict, dtype: str) -> float | None:
+    """Model FLOPs utilization: executed FLOPs per second (``benchmarks/flops.py``) over the GPU's dense bf16
+    peak; None off GPU, in fp32 or on an unlisted GPU."""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in result.get("device", "")), None)
+    return result["achieved_tflops"] * 1e12 / peak if peak and dtype == "bf16" else None
+
+
 def _num_params(path: str) -> int:
     from transformers import AutoModelForCausalLM
 
@@ -298,13 +356,14 @@ def render(results: list[dict], cli: argparse.Namespace, n_params: int) -> str:
         f"device: {device}",
         "",
         "| profile | trainer | layout | step s (wall) | pairs/s | real tokens/s | vs TRL (wall) | step CPU-s "
-        f"| vs TRL (CPU) | {mem} | MFU | Δ step-1 loss | Δ step-1 logps/chosen | Δ step-2 loss |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| vs TRL (CPU) | {mem} | executed TFLOP/s | MFU | Δ step-1 loss | Δ step-1 logps/chosen "
+        "| Δ step-2 loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
             last = r["error"].strip().splitlines()[-1][:100]
-            lines.append(f"| {r['profile']} | {r['impl']} | {r['requested']} | error: {last} |" + " |" * 10)
+            lines.append(f"| {r['profile']} | {r['impl']} | {r['requested']} | error: {last} |" + " |" * 11)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
 
@@ -324,6 +383,7 @@ def render(results: list[dict], cli: argparse.Namespace, n_params: int) -> str:
             f"{r['median_step_cpu_s']:.2f}",
             f"{cpu_ratio:.2f}x",
             f"{r['peak_gib']:.2f}",
+            f"{r['achieved_tflops']:.3g}",
             mfu,
             *diffs,
         ]

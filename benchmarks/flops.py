@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -61,8 +62,9 @@ def collate(pairs: Sequence[Pair], layout: str, row_tokens: str | None = None) -
 
 
 def sdpa_mask(config: Any, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
-    """The (R, 1, T, T) boolean mask sdpa gets for ``batch`` (None: plain causal), built on CPU as hf_dpo and
-    transformers build it (data-dependent, so never on fake tensors)."""
+    """The (R, 1, T, T) boolean mask sdpa gets for ``batch`` (None: plain causal), built on the batch's device
+    as hf_dpo and transformers build it (data-dependent, so on real tensors, never fake ones). For other
+    backends (flex_attention) it is the same mask, as a dense tensor."""
     from transformers.masking_utils import create_causal_mask
 
     from hf_dpo.batching.attention import model_inputs
@@ -71,8 +73,11 @@ def sdpa_mask(config: Any, model: torch.nn.Module, batch: dict[str, Any]) -> tor
     mask = inputs.get("attention_mask")
     if mask is not None and mask.dim() == 4:
         return mask
-    embeds = torch.empty(*inputs["input_ids"].shape, 1)
-    return create_causal_mask(config, embeds, mask, None, position_ids=inputs.get("position_ids"))
+    sdpa_config = copy.copy(config)
+    sdpa_config._attn_implementation = "sdpa"
+    ids = inputs["input_ids"]
+    embeds = torch.empty(*ids.shape, 1, device=ids.device)
+    return create_causal_mask(sdpa_config, embeds, mask, None, position_ids=inputs.get("position_ids"))
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,10 @@ def geometry(
     tiles = -(-width // BLOCK)
     block_pairs = allowed = 0
     for r in range(rows):
-        m = mask[r, 0] if mask is not None else torch.ones(width, width, dtype=torch.bool).tril()
+        causal = torch.ones(width, width, dtype=torch.bool, device=real.device).tril()
+        m = mask[r, 0] if mask is not None else causal
         allowed += int((m & real[r].unsqueeze(1) & real[r].unsqueeze(0)).sum())
-        padded = torch.zeros(tiles * BLOCK, tiles * BLOCK, dtype=torch.bool)
+        padded = torch.zeros(tiles * BLOCK, tiles * BLOCK, dtype=torch.bool, device=real.device)
         padded[:width, :width] = m
         block_pairs += int(padded.view(tiles, BLOCK, tiles, BLOCK).any(dim=(1, 3)).sum()) * BLOCK * BLOCK
     return Geometry(
@@ -129,17 +135,32 @@ def geometry(
     )
 
 
-def hf_dpo_geometry(config: Any, model: torch.nn.Module, batch: dict[str, Any]) -> Geometry:
+def _on(batch: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def hf_dpo_geometry(
+    config: Any, model: torch.nn.Module, batch: dict[str, Any], device: str | torch.device = "cpu"
+) -> Geometry:
     """Geometry of an hf_dpo batch: the LM head scores the completion tokens (``target_index``); the model
-    call itself (``logits_to_keep=1``) also computes the logits of each row's last position."""
+    call itself (``logits_to_keep=1``) also computes the logits of each row's last position. The masks are
+    built on ``device`` (a GPU makes the long rows of ``row_tokens="all"`` quick)."""
+    batch = _on(batch, device)
     n = int(batch["target_index"].numel())
     ids = batch["input_ids"]
     return geometry(ids, sdpa_mask(config, model, batch), n, n, last_logits=ids.shape[0])
 
 
-def trl_geometry(config: Any, model: torch.nn.Module, padded: dict[str, Any], scored: str) -> Geometry:
+def trl_geometry(
+    config: Any,
+    model: torch.nn.Module,
+    padded: dict[str, Any],
+    scored: str,
+    device: str | torch.device = "cpu",
+) -> Geometry:
     """Geometry of TRL's step on the padded batch: its LM head scores the completion positions (``compact``,
     on GPUs) or every position but the last of each row (``all``, without Triton)."""
+    padded = _on(padded, device)
     rows, width = padded["input_ids"].shape
     n = int(padded["target_index"].numel())
     scored_positions = n if scored == "completion" else rows * (width - 1)
@@ -338,6 +359,28 @@ def count_trl_step(
             reference = logps(inputs, ("log_probs",))
         _dpo_loss(policy, reference).backward()
     return float(counter.get_total_flops())
+
+
+def run_flops(
+    model: torch.nn.Module,
+    batches: Sequence[Sequence[Pair]],
+    layout: Any | None,
+    attention: str = "dense",
+    gradient_checkpointing: bool = False,
+    trl_scored: str = "completion",
+    device: str | torch.device = "cpu",
+) -> list[float]:
+    """Executed FLOPs of each training step of a run, from the pairs of its batches: ``layout`` is the hf_dpo
+    ``BatchLayout`` the run used (None: TRL's step), ``attention`` ``dense`` (sdpa, eager) or ``flex``."""
+    config = model.config
+    out = []
+    for pairs in batches:
+        if layout is None:
+            g = trl_geometry(config, model, collate(pairs, "padded"), trl_scored, device)
+        else:
+            g = hf_dpo_geometry(config, model, layout(pairs), device)
+        out.append(step_flops(config, g, attention, gradient_checkpointing)["total"])
+    return out
 
 
 # ---- the comparison ----------------------------------------------------------------------------------------
