@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from conftest import SHARED
 
+from hf_dpo.config import dpo_default
 from hf_dpo.data import build_preference_dataset  # noqa: E402
 from hf_dpo.data.custom import CustomBuilder  # noqa: E402
 from hf_dpo.data.inspection import main, nearest_rank, parse_args  # noqa: E402
@@ -58,7 +59,7 @@ def test_parse_args_types_builder_options() -> None:
         "custom",
         "some/tokenizer",
         None,
-        512,
+        dpo_default("max_prompt_length"),
         3,
     )
     assert isinstance(builder, CustomBuilder)
@@ -142,6 +143,7 @@ def test_inspect_hh_with_smollm_matches_apply_chat_template(capsys) -> None:
         f"model_name={SMOLLM}",
         "renderer_name=chat_template",
         "split=test",
+        "max_prompt_length=512",  # the prompt cap (off by default) is part of what this test checks
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out

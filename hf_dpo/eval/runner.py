@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hf_dpo.config import dpo_default
 from hf_dpo.eval.config import EvalConfig
 from hf_dpo.eval.data import dataset_options, load_test_split, prompt_ids, reference_answer
 from hf_dpo.eval.loading import ModelPair, base_model_name, load_models, resolve_run
@@ -76,16 +77,16 @@ def _preference(
     """The preference task with the run's β, loss and lengths: (results, per-pair values)."""
     from hf_dpo.eval.preference import evaluate_preference
 
-    beta = float(_setting(config, run, "beta", 0.1, "dpo_beta"))
+    beta = float(_setting(config, run, "beta", dpo_default("beta"), "dpo_beta"))
     metrics, values = evaluate_preference(
         pair,
         test,
         renderer,
         beta,
-        loss_type=_setting(config, run, "loss_type", "sigmoid"),
-        label_smoothing=float(_setting(config, run, "label_smoothing", 0.0)),
-        max_length=_setting(config, run, "max_length", 1024),
-        max_prompt_length=_setting(config, run, "max_prompt_length", 512),
+        loss_type=_setting(config, run, "loss_type", dpo_default("loss_type")),
+        label_smoothing=float(_setting(config, run, "label_smoothing", dpo_default("label_smoothing"))),
+        max_length=_setting(config, run, "max_length", dpo_default("max_length")),
+        max_prompt_length=_setting(config, run, "max_prompt_length", dpo_default("max_prompt_length")),
         batch_size=config.batch_size,
         chunk_size=config.logprob_chunk_size,
         bootstrap_samples=config.bootstrap_samples,
