@@ -20,14 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_dpo.config import DPOConfig
 from hf_dpo.modeling import loading as modeling
 from hf_dpo.run import finite
-from hf_dpo.run.checkpoints import finished_step, newest_resumable_checkpoint
+from hf_dpo.run.checkpoints import (
+    TRAINER_STATE,
+    checkpoint_covers,
+    finished_step,
+    newest_resumable_checkpoint,
+)
 from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
 from hf_dpo.run.launch import cpu_only_multiprocess_launch, distributed_mismatch
 from hf_dpo.run.lock import LOCK_FILE, LogPathLocked, RunLock, busy_message, lock_holder
@@ -406,10 +411,15 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
     stop = StopOnSignal()
     trainer.add_callback(stop)
 
-    try:
-        trainer.train(resume_from_checkpoint=prep.checkpoint)
-    finally:
-        stop.restore()
+    if prep.checkpoint and checkpoint_covers(prep.checkpoint, config.max_steps, config.num_train_epochs):
+        logger.info("%s already holds the last step; writing final/ from it", prep.checkpoint)
+        trainer._load_from_checkpoint(prep.checkpoint)
+        trainer.state = TrainerState.load_from_json(os.path.join(prep.checkpoint, TRAINER_STATE))
+    else:
+        try:
+            trainer.train(resume_from_checkpoint=prep.checkpoint)
+        finally:
+            stop.restore()
     if stop.signum is not None:
         step = trainer.state.global_step
         raise TrainingInterrupted(stop.signum, step, str(log_path / f"{PREFIX_CHECKPOINT_DIR}-{step}"))

@@ -198,6 +198,17 @@ def test_resume_auto_on_a_finished_run_does_nothing(tmp_path, capsys):
     assert main(_args(done, "max_steps=2", "save_steps=1", "resume=auto")) == 0
     assert "already complete (step 2" in _error(capsys)
     assert {p.name: p.stat().st_mtime_ns for p in done.rglob("*")} == before
+    # stopped after saving the last checkpoint but before final/: final/ is written from it, no extra step
+    shutil.rmtree(done / "final")
+    (done / "trainer_state.json").unlink()
+    assert main(_args(done, "max_steps=2", "save_steps=1", "resume=auto")) == 0
+    assert (done / "final" / "model.safetensors").exists() and not (done / "checkpoint-3").exists()
+    assert _train_steps(done) == [1, 2]
+    saved, final = (
+        load_file(done / "checkpoint-2" / "model.safetensors"),
+        load_file(done / "final" / "model.safetensors"),
+    )
+    assert all(torch.equal(saved[k], final[k]) for k in final)
     assert main(_args(done, "max_steps=3", "save_steps=1", "resume=auto")) == 0  # more steps: trains on
     assert _train_steps(done) == [1, 2, 3]
 

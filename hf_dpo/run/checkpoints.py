@@ -120,18 +120,33 @@ def newest_resumable_checkpoint(run_dir: str | Path) -> tuple[str | None, list[t
     return None, skipped
 
 
-def finished_step(run_dir: str | Path, max_steps: int, num_train_epochs: float) -> int | None:
-    """The step at which an earlier run in ``run_dir`` finished, if it already covers ``max_steps`` (or,
-    with ``max_steps <= 0``, ``num_train_epochs``); None if there is more to train."""
-    run_dir = Path(run_dir)
-    state_file = run_dir / TRAINER_STATE
-    if not (run_dir / "final").is_dir() or not state_file.is_file():
-        return None
+def _read_state(path: Path) -> dict[str, Any] | None:
     try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        step, done_max, done_epochs = state["global_step"], state["max_steps"], state["num_train_epochs"]
-    except (ValueError, KeyError, UnicodeDecodeError):
+        state = json.loads(path.read_text(encoding="utf-8"))
+        return state if {"global_step", "max_steps", "num_train_epochs"} <= set(state) else None
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
+
+
+def _covers(state: dict[str, Any] | None, max_steps: int, num_train_epochs: float) -> bool:
+    """Whether a run at ``state`` has trained ``max_steps`` (or, with ``max_steps <= 0``, the epochs)."""
+    if state is None:
+        return False
     if max_steps > 0:
-        return step if step >= max_steps else None
-    return step if step >= done_max and num_train_epochs <= done_epochs else None
+        return state["global_step"] >= max_steps
+    return state["global_step"] >= state["max_steps"] and num_train_epochs <= state["num_train_epochs"]
+
+
+def finished_step(run_dir: str | Path, max_steps: int, num_train_epochs: float) -> int | None:
+    """The step at which an earlier run in ``run_dir`` finished (``final/`` written), if that already covers
+    ``max_steps`` (or, with ``max_steps <= 0``, ``num_train_epochs``); None if there is more to do."""
+    run_dir = Path(run_dir)
+    state = _read_state(run_dir / TRAINER_STATE)
+    done = (run_dir / "final").is_dir() and _covers(state, max_steps, num_train_epochs)
+    return state["global_step"] if done else None
+
+
+def checkpoint_covers(checkpoint: str | Path, max_steps: int, num_train_epochs: float) -> bool:
+    """Whether ``checkpoint`` already holds the last step (a run stopped after saving it, before ``final/``):
+    resuming it must not train a step past the end."""
+    return _covers(_read_state(Path(checkpoint) / TRAINER_STATE), max_steps, num_train_epochs)
