@@ -87,7 +87,7 @@ class DPOConfig(TrainingArguments):
     def _validate_dpo_fields(self) -> None:
         if not 0 < self.beta < math.inf:
             raise ValueError(
-                f"DPOConfig.beta must be a finite number > 0, got {self.beta}. Typical values: 0.01 to 0.5."
+                f"DPOConfig.beta must be > 0 and finite, got {self.beta}. Typical values: 0.01 to 0.5."
             )
         self._validate_schedule()
         if self.loss_type not in LOSS_TYPES:

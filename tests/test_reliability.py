@@ -68,7 +68,7 @@ def _all_finite(checkpoint: Path) -> bool:
         ("learning_rate=-1e-5", "learning_rate must be a finite number >= 0"),
         ("learning_rate=nan", "learning_rate must be a finite number >= 0"),
         ("gradient_accumulation_steps=0", "gradient_accumulation_steps must be an integer >= 1"),
-        ("dpo_beta=inf", "beta must be a finite number > 0"),
+        ("dpo_beta=inf", "beta must be > 0 and finite"),
         ("num_train_epochs=0", "would train zero steps"),
     ],
 )
