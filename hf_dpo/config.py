@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +89,11 @@ class DPOConfig(TrainingArguments):
         super().__post_init__()
 
     def _validate_dpo_fields(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"DPOConfig.beta must be > 0, got {self.beta}. Typical values are 0.01 to 0.5.")
+        if not 0 < self.beta < math.inf:
+            raise ValueError(
+                f"DPOConfig.beta must be > 0 and finite, got {self.beta}. Typical values: 0.01 to 0.5."
+            )
+        self._validate_schedule()
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(
                 f"DPOConfig.loss_type {self.loss_type!r} is unknown; use one of {', '.join(LOSS_TYPES)}."
@@ -133,6 +137,25 @@ class DPOConfig(TrainingArguments):
                 f"({self.max_length}) so that every pair keeps at least one completion token."
             )
 
+    def _validate_schedule(self) -> None:
+        """Batch sizes, accumulation, learning rate and length of training: values with which a run would
+        crash later, train nothing, or diverge at once."""
+        counts = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        for name in counts:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DPOConfig.{name} must be an integer >= 1, got {value}.")
+        if not 0 <= self.learning_rate < math.inf:
+            raise ValueError(
+                f"DPOConfig.learning_rate must be a finite number >= 0, got {self.learning_rate}. "
+                "DPO typically uses 1e-7 to 1e-5."
+            )
+        if self.max_steps <= 0 and not 0 < self.num_train_epochs < math.inf:
+            raise ValueError(
+                f"DPOConfig.num_train_epochs must be > 0 when max_steps is not set (got "
+                f"num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}): the run would train "
+                "zero steps. Set num_train_epochs=1 or max_steps=<N>."
+            )
 
 def dpo_default(name: str) -> Any:
     """The default of ``DPOConfig.<name>``: the one place a default is written, so that the CLI, data

@@ -20,14 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
+from hf_dpo.run import finite
+from hf_dpo.run.checkpoints import (
+    TRAINER_STATE,
+    checkpoint_covers,
+    finished_step,
+    newest_resumable_checkpoint,
+)
 from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
 from hf_dpo.run.hub import check_hub_model_id
+from hf_dpo.run.launch import cpu_only_multiprocess_launch, distributed_mismatch
+from hf_dpo.run.lock import LOCK_FILE, LogPathLocked, RunLock, busy_message, lock_holder
+from hf_dpo.run.signals import StopOnSignal, TrainingInterrupted
 
 logger = logging.getLogger("hf_dpo")
 
@@ -43,6 +53,10 @@ _NOT_CONFIGURABLE = {"parallelism_config"}  # an object, not expressible in YAML
 class RunSetupError(RuntimeError):
     """The run cannot start; the message says why and how to fix it. Nothing was written to log_path
     (unless creating log_path itself failed part-way)."""
+
+
+class RunAlreadyComplete(RuntimeError):
+    """``resume=auto`` found a finished run that already covers the requested steps; nothing was done."""
 
 
 @dataclass
@@ -96,6 +110,8 @@ class RunOptions:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        # "runs/a/../b" is "runs/b": resolve before anything is created, so no stray "runs/a" appears
+        self.log_path = os.path.normpath(os.path.expanduser(str(self.log_path)))
         if self.resume not in RESUME_POLICIES:
             raise ValueError(f"resume={self.resume!r} is unknown; use one of {', '.join(RESUME_POLICIES)}")
         peft_on = self.peft is not None
@@ -119,6 +135,8 @@ class RunOptions:
         # the Hub push is the run's (hub.push_run reads the token from here): keep the secret out of the
         # TrainingArguments that Trainer pickles into every checkpoint
         kwargs.update(output_dir=self.log_path, beta=self.dpo_beta, push_to_hub=False, hub_token=None)
+        if cpu_only_multiprocess_launch():  # N launched CPU processes: one gloo data-parallel job
+            kwargs["use_cpu"] = True
         if kwargs.get("report_to") is None:
             kwargs["report_to"] = "none"
         if self.quiet:
@@ -205,8 +223,11 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
             f"log_path {str(path)!r} is not writable ({problem}); choose a log_path in a directory you can "
             "write to"
         )
+    holder = lock_holder(path)
+    if holder is not None:
+        raise RunSetupError(busy_message(path, holder))
     found = path.iterdir() if path.is_dir() else []
-    entries = sorted(p.name for p in found if not p.name.startswith(_PROBE_PREFIX))
+    entries = sorted(p.name for p in found if not p.name.startswith(_PROBE_PREFIX) and p.name != LOCK_FILE)
     if not entries:
         return None, False
     if config.resume == "refuse":
@@ -215,7 +236,21 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
             f"log_path {str(path)!r} already holds a run ({shown}). Pass resume=auto to continue it from its "
             "last checkpoint, resume=overwrite to delete it and start over, or choose a new log_path."
         )
-    checkpoint = get_last_checkpoint(str(path)) if config.resume == "auto" else None
+    if config.resume != "auto":
+        return None, True
+    done = finished_step(path, config.max_steps, config.num_train_epochs)
+    if done is not None:
+        raise RunAlreadyComplete(
+            f"the run in log_path {str(path)!r} is already complete (step {done}, final/ written); "
+            "nothing to do. Raise max_steps / num_train_epochs to train further, or use resume=overwrite "
+            "to start over."
+        )
+    checkpoint, skipped = newest_resumable_checkpoint(path)
+    for name, why in skipped:
+        if int(os.environ.get("RANK", "0")) == 0:
+            logger.warning("resume=auto: skipping %s: %s", name, why)
+    if checkpoint is not None:
+        logger.info("resume=auto: resuming from %s", checkpoint)
     return checkpoint, True
 
 
@@ -298,6 +333,8 @@ def prepare(config: Any) -> _Prepared:
         args = config.dpo_config()
     except ValueError as e:
         raise RunSetupError(f"invalid training option: {e}") from e
+    if (mismatch := distributed_mismatch(args)) is not None:
+        raise RunSetupError(mismatch)
     tokenizer = resolve_tokenizer(config)
     if args.renderer_name is not None:
         from hf_dpo.tokens.renderers import get_renderer
@@ -330,21 +367,32 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
     """Train as ``config`` says and write every output to ``config.log_path``."""
     from accelerate import PartialState
 
-    from hf_dpo.run.console import MetricsTableCallback
-    from hf_dpo.run.model_card import write_model_card
-    from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
-
     prep = prepare(config)  # every process checks log_path (and the rest) before any process writes
     state = PartialState()
     state.wait_for_everyone()
     log_path = Path(prep.args.output_dir)
+    lock = RunLock(log_path)
     if state.is_main_process:
-        _create_log_path(log_path, config, overwrite=prep.existing and config.resume == "overwrite")
-    state.wait_for_everyone()
-    resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
+        try:
+            lock.acquire()  # for the life of the run; the main process writes for all
+        except (LogPathLocked, OSError) as e:
+            raise RunSetupError(str(e)) from e
+    try:
+        if state.is_main_process:
+            _create_log_path(log_path, config, overwrite=prep.existing and config.resume == "overwrite")
+        state.wait_for_everyone()
+        return _train(config, prep, log_path, callbacks or [])
+    finally:
+        lock.release()
 
+
+def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]) -> RunResult:
+    from hf_dpo.run.console import MetricsTableCallback
+    from hf_dpo.run.model_card import write_model_card
+    from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
     from hf_dpo.trainer import DPOTrainer
 
+    resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
     trainer = DPOTrainer(
         model=prep.model,
         args=prep.args,
@@ -359,35 +407,57 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
     trainer.add_callback(PlotCallback(log_path / "plots", log_path / "metrics.jsonl"))
     if not config.quiet:
         trainer.add_callback(MetricsTableCallback(show_progress=not prep.args.disable_tqdm))
-    for callback in callbacks or []:
+    for callback in callbacks:
         trainer.add_callback(callback)
+    stop = StopOnSignal()
+    trainer.add_callback(stop)
 
-    trainer.train(resume_from_checkpoint=prep.checkpoint)
+    if prep.checkpoint and checkpoint_covers(prep.checkpoint, config.max_steps, config.num_train_epochs):
+        logger.info("%s already holds the last step; writing final/ from it", prep.checkpoint)
+        trainer._load_from_checkpoint(prep.checkpoint)
+        trainer.state = TrainerState.load_from_json(os.path.join(prep.checkpoint, TRAINER_STATE))
+    else:
+        try:
+            trainer.train(resume_from_checkpoint=prep.checkpoint)
+        finally:
+            stop.restore()
+    if stop.signum is not None:
+        step = trainer.state.global_step
+        raise TrainingInterrupted(stop.signum, step, str(log_path / f"{PREFIX_CHECKPOINT_DIR}-{step}"))
     eval_metrics = _final_eval(trainer) if prep.eval_dataset is not None else {}
     train_metrics = _last_train_log(trainer.state.log_history)
 
     final_dir = log_path / FINAL_DIR
-    trainer.save_model(str(final_dir))
+    staging = log_path / f".{FINAL_DIR}-staging"
+    finite.check_weights(trainer.model, f"{final_dir}")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
     saved_merged = config.peft is not None and config.save_merged_model  # DPOTrainer.train wrote it
     merged_dir = log_path / MERGED_DIR if saved_merged else None
     if trainer.is_world_process_zero():
         card = dict(config=config, train_metrics=train_metrics, eval_metrics=eval_metrics)
-        write_model_card(final_dir, adapter=config.peft is not None, **card)
+        write_model_card(staging, adapter=config.peft is not None, **card)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(staging, final_dir)  # final/ appears complete, with its card, or not at all
+        trainer.save_state()  # log_path/trainer_state.json: the finished step, for resume=auto
         if merged_dir is not None:
             write_model_card(merged_dir, adapter=False, merged=True, **card)
         if config.push_to_hub:
             from hf_dpo.run.hub import push_run
 
             push_run(final_dir, merged_dir, config)
-    state.wait_for_everyone()
+    trainer.accelerator.wait_for_everyone()
     return RunResult(trainer, log_path, final_dir, train_metrics, eval_metrics)
 
 
 def _create_log_path(log_path: Path, config: Any, overwrite: bool) -> None:
-    """Create ``log_path`` (emptied first when ``overwrite``) and write ``config.yaml`` into it."""
+    """Create ``log_path`` (emptied first when ``overwrite``, but for the lock) and write ``config.yaml``."""
     try:
         if overwrite:
-            shutil.rmtree(log_path)
+            for entry in log_path.iterdir():
+                if entry.name != LOCK_FILE:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         log_path.mkdir(parents=True, exist_ok=True)
         save_config(config, log_path / CONFIG_FILE)
     except OSError as e:
@@ -434,6 +504,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunSetupError) as e:
         print(f"hf-dpo-train: error: {e}", file=sys.stderr)
         return 2
+    except RunAlreadyComplete as e:
+        print(f"hf-dpo-train: {e}", file=sys.stderr)
+        return 0
+    except FloatingPointError as e:
+        print(f"hf-dpo-train: error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"hf-dpo-train: {e}; continue with resume=auto", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(
+            "hf-dpo-train: interrupted; the last complete checkpoint-N in log_path (if any) can be resumed "
+            "with resume=auto",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -22,6 +22,9 @@ from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
 from hf_dpo.reference.policies import PrecomputedReference, make_reference
 from hf_dpo.reference.precompute import precompute_reference
 from hf_dpo.reference.sync import RefSyncCallback
+from hf_dpo.run import finite
+from hf_dpo.run.checkpoints import staged_checkpoint
+from hf_dpo.run.launch import distributed_mismatch
 from hf_dpo.tokens.tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
 
 logger = logging.getLogger("hf_dpo")
@@ -82,6 +85,8 @@ class DPOTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        if (mismatch := distributed_mismatch(args)) is not None:
+            raise ValueError(mismatch)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
         if args.n_gpu > 1:
             raise ValueError(
@@ -187,13 +192,14 @@ class DPOTrainer(Trainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite DPO loss ({loss.item()}) at step {self.state.global_step}; training stopped "
-                "before this process's optimizer step, so no non-finite update was applied here. Lower "
-                "learning_rate, check for empty or extremely long completions, or use bf16 instead of fp16."
-            )
+        finite.check_loss(loss, self.state.global_step)
         return loss
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        """Trainer's norm of the step's gradients; a NaN/inf norm stops before the optimizer step."""
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        finite.check_grad_norm(grad_norm, self.state.global_step, self.accelerator.scaler)
+        return grad_norm
 
     def prediction_step(
         self,
@@ -241,6 +247,18 @@ class DPOTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         with self.reference.hidden_from_save(self.model):  # PEFT: write the trained adapter only
             super()._save(output_dir, state_dict)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Trainer's checkpoint, written under a staging name and renamed when complete (never from
+        non-finite weights); see ``hf_dpo.run.checkpoints``."""
+        if trial is not None:
+            return super()._save_checkpoint(model, trial)
+        with staged_checkpoint(self) as self._checkpoint_root:
+            super()._save_checkpoint(model, trial)
+        self._checkpoint_root = None
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return getattr(self, "_checkpoint_root", None) or super()._get_output_dir(trial)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``; with ``save_merged_model`` also writes ``<output_dir>/merged`` at the end."""

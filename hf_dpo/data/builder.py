@@ -28,7 +28,7 @@ import datasets
 
 from hf_dpo import chat
 from hf_dpo.chat import check_reply, row_error
-from hf_dpo.data import rows
+from hf_dpo.data import files, rows
 from hf_dpo.data.rows import PreferencePair, Skip, as_messages
 
 logger = logging.getLogger("hf_dpo")
@@ -89,11 +89,11 @@ class DatasetBuilder(abc.ABC):
     def load_source(self) -> datasets.DatasetDict:
         """``datasets.load_dataset`` on ``data_files`` (format from the extension) or ``path``."""
         if self.data_files is not None:
-            return datasets.load_dataset(_file_format(self.data_files), data_files=self.data_files)
+            return _load_files(self.data_files)
         if self.path is None:
             raise ValueError(f"dataset {self.name!r} needs path=<hub id or local path> or data_files=<files>")
         if Path(self.path).is_file():
-            return datasets.load_dataset(_file_format(self.path), data_files=self.path)
+            return _load_files(self.path)
         return datasets.load_dataset(self.path, self.config_name, data_dir=self.data_dir)
 
     def select_splits(self, raw: datasets.DatasetDict) -> datasets.DatasetDict:
@@ -226,6 +226,19 @@ def _check_result(result: Any) -> PreferencePair | None:
         except ValueError as err:
             raise row_error(field, str(err), "the reply must be one assistant message") from err
     return PreferencePair(as_messages(result.prompt, "prompt"), *replies)
+
+
+def _load_files(data_files: Any) -> datasets.DatasetDict:
+    """``load_dataset`` on local files; an empty, non-UTF-8 or malformed file raises ``ValueError`` naming the
+    file and line (see ``hf_dpo.data.files``)."""
+    files.check_files(data_files)
+    try:
+        return datasets.load_dataset(_file_format(data_files), data_files=data_files)
+    except Exception as e:  # datasets wraps the reader's error in its own generation error
+        problem = files.diagnose(data_files)
+        if problem is None:
+            raise
+        raise ValueError(problem) from e
 
 
 def _file_format(data_files: str | Sequence[str] | Mapping[str, Any]) -> str:

@@ -52,7 +52,7 @@ def resolve_run(model_path: str) -> RunInfo:
     )
     config: dict[str, Any] = {}
     if run_dir is not None:
-        config = yaml.safe_load((run_dir / RUN_CONFIG).read_text("utf-8")) or {}
+        config = _read_run_config(run_dir / RUN_CONFIG)
     model_dir = path / FINAL_DIR if path.is_dir() and (path / FINAL_DIR).is_dir() else path
     if model_dir.is_dir() and not any((model_dir / f).exists() for f in ("config.json", ADAPTER_CONFIG)):
         raise FileNotFoundError(
@@ -60,6 +60,33 @@ def resolve_run(model_path: str) -> RunInfo:
             "final/ directory or a checkpoint-N directory."
         )
     return RunInfo(str(model_dir), run_dir, config, (model_dir / ADAPTER_CONFIG).is_file())
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """The run's ``config.yaml`` as a mapping; ``ValueError`` naming the file if it is corrupt."""
+    try:
+        config = yaml.safe_load(path.read_text("utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not valid YAML ({type(e).__name__}); restore it, or pass model_name=<base model> and "
+            "evaluate the final/ or checkpoint-N directory itself"
+        ) from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a mapping of key: value; restore the run's config.yaml")
+    return config
+
+
+def _load(what: str, path: str, load: Any) -> Any:
+    """``load()``, with a truncated or corrupt weights file reported as ``ValueError`` naming ``path``."""
+    try:
+        return load()
+    except (OSError, ValueError, ImportError):
+        raise
+    except Exception as e:  # safetensors / torch raise their own types for a cut-off file
+        raise ValueError(
+            f"cannot load the {what} from {path}: {type(e).__name__}: {e}. Its files look truncated or "
+            "corrupt (an interrupted copy or save?); use another checkpoint or copy it again."
+        ) from e
 
 
 def base_model_name(info: RunInfo, model_name: str | None) -> str:
@@ -127,14 +154,15 @@ def load_models(
     info = resolve_run(model_path)
     base = base_model_name(info, model_name)
     kwargs = {"dtype": _dtype(dtype)}
-    reference = load_causal_lm(base, **kwargs)
+    reference = _load("reference model", base, lambda: load_causal_lm(base, **kwargs))
     if info.is_adapter:
         from peft import PeftModel
 
-        policy = PeftModel.from_pretrained(reference, info.model_dir)
+        adapter_dir = info.model_dir
+        policy = _load("adapter", adapter_dir, lambda: PeftModel.from_pretrained(reference, adapter_dir))
         reference = None
     else:
-        policy = load_causal_lm(info.model_dir, **kwargs)
+        policy = _load("policy", info.model_dir, lambda: load_causal_lm(info.model_dir, **kwargs))
     tok_source = tokenizer_name or (info.model_dir if _has_tokenizer(info.model_dir) else None)
     tok_source = tok_source or info.config.get("tokenizer_name") or base
     tokenizer = load_tokenizer(str(tok_source))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+logger = logging.getLogger("hf_dpo")
 
 # panel file name -> (title, [(metric key, label)])
 PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -28,11 +31,25 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` (empty if the file does not exist)."""
+    """The rows of a ``metrics.jsonl`` (empty if the file does not exist). A cut-off last line (a kill while
+    it was written) is dropped with a warning; a bad line elsewhere raises ``ValueError`` naming it."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [
+        (n, line) for n, line in enumerate(path.read_text("utf-8", "replace").splitlines(), 1) if line.strip()
+    ]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise ValueError(
+                    f"{path}, line {number}: not valid JSON ({e.msg}); fix or delete that line"
+                ) from None
+            logger.warning("%s: dropping the cut-off last line %d (%s)", path, number, e.msg)
+    return rows
 
 
 class MetricsFileCallback(TrainerCallback):
