@@ -26,8 +26,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
+from hf_dpo.run import aliases as _aliases
 from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_config
 from hf_dpo.run.hub import check_hub_model_id
+from hf_dpo.run.preflight import preflight_problems
 
 logger = logging.getLogger("hf_dpo")
 
@@ -158,6 +160,10 @@ def _train_config_class() -> type[RunOptions]:
         bases=(RunOptions,),
         namespace={
             "__config_aliases__": aliases,
+            # TRL / alignment-handbook keys (hf_dpo/run/aliases.py): resolved before typing, named in hints
+            "__config_resolver__": staticmethod(_aliases.resolve_aliases),
+            "__config_other_names__": _aliases.alias_names(),
+            "__config_key_hint__": staticmethod(_aliases.key_hint),
             "__module__": __name__,
             "__doc__": "Every option of a training run (see docs/running.md).",
         },
@@ -294,6 +300,9 @@ def prepare(config: Any) -> _Prepared:
     """Every check and load that can fail on bad input, before anything is written to log_path."""
     checkpoint, existing = _check_log_path(config)
     _check_model_name(config.model_name)
+    problems = preflight_problems(config)  # packages the config needs, Hub access for push_to_hub
+    if problems:
+        raise RunSetupError("pre-flight check failed; nothing was written:\n  " + "\n  ".join(problems))
     try:
         args = config.dpo_config()
     except ValueError as e:
@@ -310,6 +319,11 @@ def prepare(config: Any) -> _Prepared:
     if len(data.train) == 0:
         raise RunSetupError(f"dataset {config.dataset!r} produced no training pairs (skips: {data.skips})")
     eval_dataset = data.test if len(data.test) > 0 else None
+    if eval_dataset is None and config.do_eval:
+        raise RunSetupError(
+            f"do_eval=true but dataset {config.dataset!r} has no test pairs; set test_size=<fraction or "
+            "count> (a mixture: test_split_size) or drop do_eval"
+        )
     if eval_dataset is None and args.eval_strategy != "no":
         raise RunSetupError(
             f"eval_strategy={args.eval_strategy.value!r} but dataset {config.dataset!r} has no "
@@ -333,6 +347,7 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
     from hf_dpo.run.console import MetricsTableCallback
     from hf_dpo.run.model_card import write_model_card
     from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
+    from hf_dpo.run.reporting import route_test_metrics
 
     prep = prepare(config)  # every process checks log_path (and the rest) before any process writes
     state = PartialState()
@@ -361,6 +376,7 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
         trainer.add_callback(MetricsTableCallback(show_progress=not prep.args.disable_tqdm))
     for callback in callbacks or []:
         trainer.add_callback(callback)
+    route_test_metrics(trainer)  # test/nll -> eval/test/nll in TensorBoard, wandb, ...
 
     trainer.train(resume_from_checkpoint=prep.checkpoint)
     eval_metrics = _final_eval(trainer) if prep.eval_dataset is not None else {}
