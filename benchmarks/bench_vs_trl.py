@@ -8,7 +8,7 @@ memory is per run (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak RSS of th
 Reported per run: median step time (wall time between consecutive optimizer steps, data loading and
 collation included, warm-up steps excluded), pairs/s, real tokens/s (prompt + chosen + rejected of each pair,
 each token counted once, the same numerator for every run), peak memory, the hf_dpo/TRL pairs/s ratio, MFU on
-GPU (8·N·tokens per step: 6N for the policy's forward+backward, 2N for the reference forward), and the
+GPU (the executed FLOPs of each measured step from ``benchmarks/flops.py``, over the bf16 dense peak), and the
 correctness check: step-1 mean policy log-probs and step-2 loss (after one identical AdamW step) of each
 hf_dpo layout against TRL (the step-1 loss is ln 2 for every pair since policy = reference: a weak check).
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -30,105 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-SHAPES = {
-    # Qwen2 architecture; "tiny" keeps a real 49k vocabulary (the SmolLM2 tokenizer's) with a small body.
-    "tiny": dict(
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-0.5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-}
-# Length profiles (prompt, response) in tokens before --length-scale.
-PROFILES = {
-    # The team's TRL measurement: uniform prompt 64-1024, each response 32-768.
-    "uniform": dict(kind="uniform", prompt=(64, 1024), response=(32, 768)),
-    # HH-RLHF-like: multi-turn prompts, short replies (log-normal medians ~ 150 / 70, SmolLM2 tokenizer).
-    "hh": dict(kind="lognormal", prompt=(150, 0.8, 16, 1024), response=(70, 0.9, 4, 512)),
-    # UltraFeedback-like: single-turn prompts, long replies (medians ~ 120 / 320).
-    "uf": dict(kind="lognormal", prompt=(120, 0.9, 8, 1024), response=(320, 0.6, 16, 1024)),
-}
+from synthetic import PROFILES, SHAPES, make_pairs, model_config, save_model, standin_tokenizer
+
 LAYOUTS = ("padded", "packed", "prefix_shared")
-SHARED_TOKENIZER = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "models" / "tiny-random-llama-smollm2-tokenizer"
-)
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-# ---- data & model ------------------------------------------------------------------------------------------
-
-
-def make_pairs(
-    profile: str, num_pairs: int, scale: float, vocab: int, seed: int
-) -> list[dict[str, list[int]]]:
-    import random
-
-    rng = random.Random(seed)
-    spec = PROFILES[profile]
-
-    def length(which: str) -> int:
-        if spec["kind"] == "uniform":
-            lo, hi = spec[which]
-            n = rng.randint(lo, hi)
-        else:
-            median, sigma, lo, hi = spec[which]
-            n = min(hi, max(lo, round(math.exp(rng.gauss(math.log(median), sigma)))))
-        return max(1, round(n * scale))
-
-    def ids(n: int) -> list[int]:
-        return [rng.randrange(3, vocab) for _ in range(n)]
-
-    return [
-        {
-            "prompt_ids": ids(length("prompt")),
-            "chosen_ids": ids(length("response")),
-            "rejected_ids": ids(length("response")),
-        }
-        for _ in range(num_pairs)
-    ]
-
-
-def load_tokenizer():
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    if SHARED_TOKENIZER.exists():
-        tok = AutoTokenizer.from_pretrained(SHARED_TOKENIZER)
-    else:  # a stand-in with pad/eos only: the data is already token ids
-        from tokenizers import Tokenizer, models
-
-        tok = PreTrainedTokenizerFast(
-            tokenizer_object=Tokenizer(
-                models.WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>")
-            ),
-            pad_token="<pad>",
-            eos_token="<eos>",
-            unk_token="<unk>",
-        )
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def save_model(shape: str, path: str, seed: int) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096, use_sliding_window=False)
-    Qwen2ForCausalLM(config).save_pretrained(path)
 
 
 # ---- one run (subprocess) ----------------------------------------------------------------------------------
@@ -145,7 +51,7 @@ def worker(spec: dict) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
     pairs = json.loads(Path(spec["data"]).read_text())
     dataset = Dataset.from_list(pairs)
-    tokenizer = load_tokenizer()
+    tokenizer = standin_tokenizer()
 
     def load():
         return AutoModelForCausalLM.from_pretrained(
@@ -233,6 +139,8 @@ def worker(spec: dict) -> dict:
         layout = trainer.data_collator.layout.name
         row_tokens = getattr(trainer.data_collator.layout, "row_tokens", None)
         layout += f"[{row_tokens}]" if row_tokens else ""
+    recorder = RecordingCollator(trainer.data_collator)
+    trainer.data_collator = recorder
     if spec.get("profile_dir"):
         from torch.profiler import ProfilerActivity, profile
 
@@ -250,8 +158,23 @@ def worker(spec: dict) -> dict:
         if cuda
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     )
+    # Executed FLOPs of the measured steps (outside the timed loop): step i ran on the i-th collated batch.
+    from flops import run_flops
+
+    measured = recorder.batches[spec["warmup"] : len(probe.ends) - 1]
+    step_flops = run_flops(
+        trainer.model,
+        measured,
+        None if spec["impl"] == "trl" else trainer.data_collator.inner.layout,
+        attention="flex" if spec["attn"] == "flex_attention" else "dense",
+        gradient_checkpointing=spec["gc"],
+        trl_scored=trl_scored(cuda),
+        device="cuda" if cuda else "cpu",
+    )
     logps_key = "logps/chosen"
     return {
+        "flops_per_step": statistics.mean(step_flops),
+        "achieved_tflops": sum(step_flops) / sum(steps) / 1e12,
         "layout": layout,
         "median_step_s": statistics.median(steps),
         "median_step_cpu_s": statistics.median(cpu_steps),
@@ -266,13 +189,49 @@ def worker(spec: dict) -> dict:
     }
 
 
+class RecordingCollator:
+    """Wraps a trainer's collator and keeps the token ids of every batch it collates, in order."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[list[dict[str, list[int]]]] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        keys = ("prompt_ids", "chosen_ids", "rejected_ids")
+        self.batches.append([{k: list(f[k]) for k in keys} for f in features])
+        return self.inner(features)
+
+
+def trl_scored(cuda: bool) -> str:
+    """Where TRL 1.16's fused LM head runs: completion positions with Triton (GPUs), else every position."""
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+
+        return "completion" if _use_triton(torch_device(cuda)) else "all"
+    except ImportError:
+        return "completion" if cuda else "all"
+
+
+def torch_device(cuda: bool) -> Any:
+    import torch
+
+    return torch.device("cuda" if cuda else "cpu")
+
+
 # ---- driver ------------------------------------------------------------------------------------------------
 
 
-def run_one(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
-    )
+def run_one(spec: dict, timeout_s: float | None = None) -> dict:
+    """Run ``worker(spec)`` in a fresh subprocess; ``{"error": ...}`` on failure or after ``timeout_s``."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout: killed after {timeout_s:.0f} s"}
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -305,11 +264,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         save_model(cli.shape, f"{tmp}/model", cli.seed)
-        from transformers import AutoConfig
-
         n_params = _num_params(f"{tmp}/model")
-        vocab = AutoConfig.from_pretrained(f"{tmp}/model").vocab_size
-        vocab = min(vocab, len(load_tokenizer()))
+        vocab = model_config(cli.shape).vocab_size  # token ids only: no tokenizer vocabulary involved
         for profile in cli.profiles.split(","):
             pairs = make_pairs(profile, cli.pairs_per_step * cli.steps, cli.length_scale, vocab, cli.seed)
             data = f"{tmp}/{profile}.json"
@@ -349,10 +305,7 @@ def main() -> None:
                     res["pairs_per_s"] = cli.pairs_per_step / res["median_step_s"]
                     res["pairs_per_cpu_s"] = cli.pairs_per_step / res["median_step_cpu_s"]
                     res["tokens_per_s"] = tokens_per_step / res["median_step_s"]
-                    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in res["device"]), None)
-                    res["mfu"] = (
-                        8 * n_params * res["tokens_per_s"] / peak if peak and cli.dtype == "bf16" else None
-                    )
+                    res["mfu"] = mfu(res, cli.dtype)
                 rows[name] = res
                 results.append(res)
                 print(
@@ -379,6 +332,13 @@ def main() -> None:
         Path(cli.json).write_text(json.dumps(results, indent=1))
 
 
+def mfu(result: dict, dtype: str) -> float | None:
+    """Model FLOPs utilization: executed FLOPs per second (``benchmarks/flops.py``) over the GPU's dense bf16
+    peak; None off GPU, in fp32 or on an unlisted GPU."""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in result.get("device", "")), None)
+    return result["achieved_tflops"] * 1e12 / peak if peak and dtype == "bf16" else None
+
+
 def _num_params(path: str) -> int:
     from transformers import AutoModelForCausalLM
 
@@ -396,13 +356,14 @@ def render(results: list[dict], cli: argparse.Namespace, n_params: int) -> str:
         f"device: {device}",
         "",
         "| profile | trainer | layout | step s (wall) | pairs/s | real tokens/s | vs TRL (wall) | step CPU-s "
-        f"| vs TRL (CPU) | {mem} | MFU | Δ step-1 loss | Δ step-1 logps/chosen | Δ step-2 loss |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| vs TRL (CPU) | {mem} | executed TFLOP/s | MFU | Δ step-1 loss | Δ step-1 logps/chosen "
+        "| Δ step-2 loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
             last = r["error"].strip().splitlines()[-1][:100]
-            lines.append(f"| {r['profile']} | {r['impl']} | {r['requested']} | error: {last} |" + " |" * 10)
+            lines.append(f"| {r['profile']} | {r['impl']} | {r['requested']} | error: {last} |" + " |" * 11)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
 
@@ -422,6 +383,7 @@ def render(results: list[dict], cli: argparse.Namespace, n_params: int) -> str:
             f"{r['median_step_cpu_s']:.2f}",
             f"{cpu_ratio:.2f}x",
             f"{r['peak_gib']:.2f}",
+            f"{r['achieved_tflops']:.3g}",
             mfu,
             *diffs,
         ]

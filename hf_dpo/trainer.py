@@ -15,11 +15,11 @@ from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 from hf_dpo.batching.layouts import choose_layout
 from hf_dpo.config import DPOConfig
 from hf_dpo.modeling.adapters import check_quantization_support, prepare_peft_model, save_merged_model
-from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.modeling.forward import ChosenRejectedLogps, sequence_logps
 from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer
 from hf_dpo.objective.losses import PreferenceLogps, dpo_loss, sft_loss
 from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
-from hf_dpo.reference.policies import make_reference
+from hf_dpo.reference.policies import PrecomputedReference, make_reference
 from hf_dpo.reference.precompute import precompute_reference
 from hf_dpo.reference.sync import RefSyncCallback
 from hf_dpo.tokens.tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
@@ -60,43 +60,25 @@ class DPOTrainer(Trainer):
         args = args if args is not None else DPOConfig(output_dir="dpo-output")
         if not isinstance(args, DPOConfig):
             raise TypeError(f"args must be a DPOConfig, got {type(args).__name__}")
-        init_kwargs = args.model_init_kwargs or {}
-        if isinstance(model, str):
-            check_quantization_support(init_kwargs)
-            processing_class = processing_class or load_tokenizer(model)
-            model = load_causal_lm(model, **init_kwargs)
-        if isinstance(ref_model, str):
-            ref_model = load_causal_lm(ref_model, **init_kwargs)
-        processing_class = processing_class or AutoTokenizer.from_pretrained(model.name_or_path)
-        if processing_class.eos_token_id is None:
-            raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
+        model, ref_model, processing_class = _load_models(model, ref_model, processing_class, args)
         model, fresh_adapter = prepare_peft_model(model, peft_config, bool(args.activation_checkpointing))
         if args.save_merged_model and not hasattr(model, "merge_and_unload"):
             raise ValueError("save_merged_model=True needs a PEFT model (pass peft_config); set it to False")
         if args.disable_dropout:
-            disable_dropout(model)
-            if ref_model is not None:
-                disable_dropout(ref_model)
+            for m in (model, ref_model):
+                if m is not None:
+                    disable_dropout(m)
         self.reference = make_reference(model, ref_model, fresh_adapter)
-
-        train_dataset = self._tokenize(train_dataset, processing_class, args, "train")
-        if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                k: self._tokenize(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()
-            }
-        else:
-            eval_dataset = self._tokenize(eval_dataset, processing_class, args, "eval")
-        if data_collator is None:
+        if data_collator is None:  # the fastest layout exact for both models, its mask form decided once
             pad_id = pad_token_id_for(processing_class)
             layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
             data_collator = DPODataCollator(pad_id, layout)
-
         super().__init__(
             model=model,
             args=args,
             data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
+            train_dataset=self._tokenize(train_dataset, processing_class, args, "train"),
+            eval_dataset=self._tokenize_eval(eval_dataset, processing_class, args),
             processing_class=processing_class,
             **kwargs,
         )
@@ -107,23 +89,32 @@ class DPOTrainer(Trainer):
                 "batch is one set of pairs. Launch one process per GPU instead: `accelerate launch "
                 "--num_processes N ...` or `torchrun --nproc_per_node N ...`."
             )
-        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
-        if sharded and getattr(self.reference, "model", None) is not None:
-            from hf_dpo.reference.sharding import (
-                prepare_frozen_model,  # shard the frozen reference like the policy
-            )
-
-            self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
-        else:
-            self.reference = self.reference.to(self.accelerator.device)
-        if args.precompute_ref_log_probs:
-            self.reference = precompute_reference(self)
+        self._place_reference()
         if args.sync_ref_model:
             sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
             self.add_callback(sync)
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
         self._log_window = _LogWindow()
         self.add_callback(self._log_window)
+
+    def _place_reference(self) -> None:
+        """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device; with
+        ``precompute_ref_log_probs``, replace it by its log-probs as dataset columns."""
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if sharded and getattr(self.reference, "model", None) is not None:
+            from hf_dpo.reference.sharding import prepare_frozen_model
+
+            self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
+        else:
+            self.reference = self.reference.to(self.accelerator.device)
+        if self.args.precompute_ref_log_probs:
+            self.reference = precompute_reference(self)
+
+    @classmethod
+    def _tokenize_eval(cls, dataset: Any, tokenizer: Any, args: DPOConfig) -> Any:
+        if isinstance(dataset, dict):
+            return {k: cls._tokenize(v, tokenizer, args, f"eval[{k}]") for k, v in dataset.items()}
+        return cls._tokenize(dataset, tokenizer, args, "eval")
 
     @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
@@ -161,24 +152,16 @@ class DPOTrainer(Trainer):
         (data-parallel backends average gradients), so every pair weighs the same under gradient
         accumulation and uneven batches."""
         args: DPOConfig = self.args
-        num_pairs = inputs["num_pairs"]
         policy = sequence_logps(model, inputs, args.logprob_chunk_size)
-        if "ref_chosen_logps" in inputs:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
-                ref = self.reference.logps(model, inputs, args.logprob_chunk_size)
-            ref_chosen, ref_rejected = ref[:num_pairs], ref[num_pairs:]
-        pc, pr = policy.logps[:num_pairs], policy.logps[num_pairs:]
+        ref = self._reference_logps(model, inputs)
         out = dpo_loss(
-            PreferenceLogps(pc, pr, ref_chosen, ref_rejected), args.beta, args.loss_type, args.label_smoothing
+            PreferenceLogps.from_records(policy, ref), args.beta, args.loss_type, args.label_smoothing
         )
         losses = out.losses
         if args.rpo_alpha:
-            losses = losses + args.rpo_alpha * sft_loss(pc, policy.num_tokens[:num_pairs])
-        mode = "train" if model.training else "eval"
-        self._metric_sums[mode].add(
-            batch_sums(out, pc, pr, policy.num_tokens[:num_pairs], inputs["num_tokens"])
+            losses = losses + args.rpo_alpha * sft_loss(policy.chosen_logps, policy.chosen_num_tokens)
+        self._metric_sums["train" if model.training else "eval"].add(
+            batch_sums(out, policy, inputs["num_tokens"])
         )
         if num_items_in_batch is None:
             loss = losses.mean()
@@ -187,6 +170,13 @@ class DPOTrainer(Trainer):
         if return_outputs:
             return loss, {"chosen_rewards": out.chosen_rewards, "rejected_rewards": out.rejected_rewards}
         return loss
+
+    def _reference_logps(self, model: torch.nn.Module, inputs: dict[str, Any]) -> ChosenRejectedLogps:
+        """Precomputed columns when the batch has them, else a no-grad forward of the reference policy."""
+        if PrecomputedReference.has_columns(inputs):
+            return PrecomputedReference().logps(model, inputs, self.args.logprob_chunk_size)
+        with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
+            return self.reference.logps(model, inputs, self.args.logprob_chunk_size)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
         """Pairs in the whole optimizer step, summed over processes (one collective per step)."""
@@ -264,6 +254,23 @@ class DPOTrainer(Trainer):
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
+
+
+def _load_models(
+    model: PreTrainedModel | str, ref_model: PreTrainedModel | str | None, tokenizer: Any, args: DPOConfig
+) -> tuple[PreTrainedModel, PreTrainedModel | None, Any]:
+    """Load what is given by name (with ``args.model_init_kwargs``) and the tokenizer if none is given."""
+    init_kwargs = args.model_init_kwargs or {}
+    if isinstance(model, str):
+        check_quantization_support(init_kwargs)
+        tokenizer = tokenizer or load_tokenizer(model)
+        model = load_causal_lm(model, **init_kwargs)
+    if isinstance(ref_model, str):
+        ref_model = load_causal_lm(ref_model, **init_kwargs)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
+    return model, ref_model, tokenizer
 
 
 class _LogWindow(TrainerCallback):

@@ -75,3 +75,8 @@ def char_tokenizer():
 @pytest.fixture
 def tiny_model(char_tokenizer):
     return make_tiny_llama(len(char_tokenizer))
+
+
+def sequence_values(out) -> torch.Tensor:
+    """A ``ChosenRejectedLogps`` record's log-probs as one (2B,) tensor ``[chosen_1..B ; rejected_1..B]``."""
+    return torch.cat([out.chosen_logps, out.rejected_logps])

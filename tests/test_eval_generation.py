@@ -44,6 +44,10 @@ def test_batched_left_padded_generation_equals_one_by_one():
     single = [generate(model, tok, [p], decoding, batch_size=1)[0] for p in ids]
     assert batched == single
     assert all(g.num_tokens <= 6 for g in batched)
+    # Without a pad token the tokenizer pads with EOS (masked out) and gets its own settings back.
+    tok.pad_token = None
+    assert generate(model, tok, ids, decoding, batch_size=4) == batched
+    assert tok.pad_token_id is None and tok.padding_side == "right"
 
 
 def test_win_rate_equals_hand_count_of_judge_scores(tmp_path):

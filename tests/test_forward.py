@@ -3,7 +3,7 @@ the hidden-state path == the full-logits path (tied, untied, PEFT-wrapped)."""
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, sequence_values
 
 from hf_dpo.batching.collator import DPODataCollator
 from hf_dpo.modeling.forward import sequence_logps, uses_hidden_path
@@ -33,18 +33,18 @@ def test_concatenated_forward_equals_separate_forwards(tie):
     expected = [separate_logps(model, p["prompt_ids"], p["chosen_ids"]) for p in PAIRS] + [
         separate_logps(model, p["prompt_ids"], p["rejected_ids"]) for p in PAIRS
     ]
-    torch.testing.assert_close(out.logps, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sequence_values(out), torch.stack(expected), atol=1e-5, rtol=1e-5)
     lengths = [len(p["chosen_ids"]) for p in PAIRS] + [len(p["rejected_ids"]) for p in PAIRS]
-    assert out.num_tokens.tolist() == lengths
+    assert torch.cat([out.chosen_num_tokens, out.rejected_num_tokens]).tolist() == lengths
 
 
 def test_padding_never_changes_a_logprob():
     model = make_tiny_llama(64, seed=2).eval()
-    base = sequence_logps(model, DPODataCollator(0)(PAIRS)).logps
-    padded = sequence_logps(model, DPODataCollator(0, pad_to_multiple_of=64)(PAIRS)).logps
-    other_pad_id = sequence_logps(model, DPODataCollator(pad_token_id=63)(PAIRS)).logps
+    base = sequence_values(sequence_logps(model, DPODataCollator(0)(PAIRS)))
+    padded = sequence_values(sequence_logps(model, DPODataCollator(0, pad_to_multiple_of=64)(PAIRS)))
+    other_pad_id = sequence_values(sequence_logps(model, DPODataCollator(pad_token_id=63)(PAIRS)))
     alone = (
-        torch.cat([sequence_logps(model, DPODataCollator(0)([p])).logps for p in PAIRS])
+        torch.cat([sequence_values(sequence_logps(model, DPODataCollator(0)([p]))) for p in PAIRS])
         .view(3, 2)
         .t()
         .flatten()
@@ -61,8 +61,8 @@ def test_hidden_path_equals_logits_path_with_gradients():
     for use_hidden in (True, False):
         model.zero_grad()
         out = sequence_logps(model, batch, chunk_size=4, use_hidden=use_hidden)
-        (out.logps * torch.arange(1.0, 7.0)).sum().backward()
-        values.append(out.logps.detach())
+        (sequence_values(out) * torch.arange(1.0, 7.0)).sum().backward()
+        values.append(sequence_values(out).detach())
         grads.append([p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(values[0], values[1], atol=1e-5, rtol=1e-5)
     for a, b in zip(*grads, strict=True):
@@ -79,11 +79,11 @@ def test_peft_wrapped_model_uses_hidden_path_and_matches():
     peft_model.eval()
     batch = DPODataCollator(0)(PAIRS)
     assert uses_hidden_path(peft_model)
-    hidden = sequence_logps(peft_model, batch, use_hidden=True).logps
-    logits = sequence_logps(peft_model, batch, use_hidden=False).logps
+    hidden = sequence_values(sequence_logps(peft_model, batch, use_hidden=True))
+    logits = sequence_values(sequence_logps(peft_model, batch, use_hidden=False))
     torch.testing.assert_close(hidden, logits, atol=1e-5, rtol=1e-5)
     with peft_model.disable_adapter():
-        base = sequence_logps(peft_model, batch).logps
+        base = sequence_values(sequence_logps(peft_model, batch))
     assert not torch.allclose(base, hidden)  # the random LoRA weights do change the model
 
 
@@ -107,4 +107,4 @@ def test_models_that_scale_logits_after_the_head_take_the_full_logits_path():
     expected = [separate_logps(model, p["prompt_ids"], p["chosen_ids"]) for p in PAIRS] + [
         separate_logps(model, p["prompt_ids"], p["rejected_ids"]) for p in PAIRS
     ]
-    torch.testing.assert_close(out.logps, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sequence_values(out), torch.stack(expected), atol=1e-5, rtol=1e-5)

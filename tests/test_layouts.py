@@ -7,13 +7,16 @@ import logging
 
 import pytest
 import torch
-from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama
+from conftest import HH_RLHF, TINY_MODEL, make_tiny_llama, sequence_values
 from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from hf_dpo.batching import attention
 from hf_dpo.batching.attention import (
     CHOSEN,
+    MASK_FORM_KEY,
     PROMPT,
     REJECTED,
+    MaskForm,
     layout_support,
     model_inputs,
     prefix_shared_mask,
@@ -63,7 +66,7 @@ def independent_logps(model: torch.nn.Module, pairs: list[dict[str, list[int]]])
 
 def logps_and_grads(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     model.zero_grad()
-    logps = sequence_logps(model, batch).logps
+    logps = sequence_values(sequence_logps(model, batch))
     # A non-uniform weighting so that a swapped sequence would change the gradient.
     weights = torch.linspace(0.5, 1.5, logps.numel())
     (logps * weights).sum().backward()
@@ -116,7 +119,9 @@ def test_pad_to_multiple_of_keeps_values() -> None:
         for name in ("packed", "prefix_shared"):
             batch = get_layout(name, 0, pad_to_multiple_of=16, row_tokens="longest")(pairs)
             assert batch["input_ids"].shape[1] % 16 == 0
-            torch.testing.assert_close(sequence_logps(model, batch).logps, expected, rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                sequence_values(sequence_logps(model, batch)), expected, rtol=0, atol=1e-5
+            )
 
 
 def test_prefix_shared_structure_and_mask() -> None:
@@ -295,8 +300,65 @@ def test_prefix_shared_with_gradient_checkpointing_and_peft() -> None:
     assert isinstance(layout, PrefixSharedLayout)  # the backend is read through the PEFT wrapper
     with torch.no_grad(), peft_model.disable_adapter():
         torch.testing.assert_close(
-            sequence_logps(peft_model, layout(pairs)).logps,
+            sequence_values(sequence_logps(peft_model, layout(pairs))),
             independent_logps(peft_model, pairs),
             rtol=0,
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize(("attn", "form"), [("sdpa", MaskForm.BOOLEAN_4D), ("eager", MaskForm.ADDITIVE_4D)])
+def test_choose_layout_decides_the_mask_form_once(attn: str, form: MaskForm, monkeypatch) -> None:
+    model = tiny_llama(attn)
+    pairs = random_pairs(PAIR_LENGTHS)
+    layout = choose_layout(model)
+    assert isinstance(layout, PrefixSharedLayout) and layout.mask_form is form
+    batch = layout(pairs)
+    assert batch[MASK_FORM_KEY] is form
+    with torch.no_grad():
+        expected = independent_logps(model, pairs)
+
+    def no_redecision(*args, **kwargs):
+        raise AssertionError("the forward re-decided the mask form")
+
+    monkeypatch.setattr(attention, "layout_support", no_redecision)
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_values(sequence_logps(model, batch)), expected, rtol=0, atol=1e-5)
+    # Layouts whose own inputs say it all carry no custom mask form.
+    assert choose_layout(model, "packed").mask_form is MaskForm.NONE
+    assert MASK_FORM_KEY not in choose_layout(model, "packed")(pairs)
+
+
+def test_batch_without_a_decided_mask_form_is_decided_from_the_model(monkeypatch) -> None:
+    model = tiny_llama("eager")
+    pairs = random_pairs(PAIR_LENGTHS)
+    batch = PrefixSharedLayout(0)(pairs)  # built without choose_layout: undecided
+    assert MASK_FORM_KEY not in batch
+    decided = []
+    original = attention.decide_mask_form
+    monkeypatch.setattr(attention, "decide_mask_form", lambda m: decided.append(1) or original(m))
+    with torch.no_grad():
+        logps = sequence_values(sequence_logps(model, batch))
+        torch.testing.assert_close(logps, independent_logps(model, pairs), rtol=0, atol=1e-5)
+    assert decided == [1]
+
+
+def test_batch_laid_out_for_another_backend_fails_clearly() -> None:
+    batch = choose_layout(tiny_llama("sdpa"))(random_pairs([(2, 1, 1)]))
+    with pytest.raises(ValueError, match="mask form 'boolean_4d' was decided for other models"):
+        model_inputs(tiny_llama("eager"), batch)
+
+
+def test_policy_and_reference_with_different_mask_forms_each_decide() -> None:
+    policy, reference = tiny_llama("sdpa"), tiny_llama("eager", seed=1)
+    layout = choose_layout((policy, reference))
+    assert isinstance(layout, PrefixSharedLayout) and layout.mask_form is None
+    pairs = random_pairs(PAIR_LENGTHS)
+    with torch.no_grad():
+        for model in (policy, reference):
+            torch.testing.assert_close(
+                sequence_values(sequence_logps(model, layout(pairs))),
+                independent_logps(model, pairs),
+                rtol=0,
+                atol=1e-5,
+            )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, sequence_values
 from peft import LoraConfig
 from test_trainer import config, copy_task
 
@@ -37,7 +37,7 @@ def independent_ref_logps(model, trainer, dataset):
     with torch.no_grad():
         for i in range(len(dataset)):
             row = {k: dataset[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
-            out.append(sequence_logps(model, trainer.data_collator([row])).logps)
+            out.append(sequence_values(sequence_logps(model, trainer.data_collator([row]))))
     return torch.stack(out)
 
 
@@ -241,3 +241,25 @@ def _worker(out_dir: str) -> None:
 
 if __name__ == "__main__":
     _worker(sys.argv[1])
+
+
+@pytest.mark.parametrize("layout", ["padded", "prefix_shared"])
+def test_precomputed_reference_record_splits_the_columns_like_a_forward(layout):
+    from hf_dpo.batching.collator import DPODataCollator
+
+    pairs = [
+        {"prompt_ids": [1, 5], "chosen_ids": [6, 7, 2], "rejected_ids": [8, 2], "ref_chosen_logps": -1.5},
+        {"prompt_ids": [1], "chosen_ids": [9, 2], "rejected_ids": [10, 11, 12, 2], "ref_chosen_logps": -2.5},
+    ]
+    for i, pair in enumerate(pairs):
+        pair["ref_rejected_logps"] = -10.0 - i
+    batch = DPODataCollator(0, layout)(pairs)
+    record = PrecomputedReference().logps(None, batch, 1024)
+    assert record.chosen_logps.tolist() == [-1.5, -2.5]
+    assert record.rejected_logps.tolist() == [-10.0, -11.0]
+    forward = sequence_logps(make_tiny_llama(16).eval(), batch)
+    assert torch.equal(record.chosen_num_tokens, forward.chosen_num_tokens)
+    assert torch.equal(record.rejected_num_tokens, forward.rejected_num_tokens)
+    assert record.chosen_num_tokens.tolist() == [3, 2] and record.rejected_num_tokens.tolist() == [2, 4]
+    with pytest.raises(ValueError, match="no ref_chosen_logps/ref_rejected_logps columns"):
+        PrecomputedReference().logps(None, {k: v for k, v in batch.items() if k not in REF_COLUMNS}, 1024)

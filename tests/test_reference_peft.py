@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, sequence_values
 from peft import LoraConfig, PeftModel, get_peft_model
 from test_trainer import config, copy_task
 from transformers import AutoModelForCausalLM
@@ -43,15 +43,15 @@ def test_adapter_disabled_reference_is_the_exact_base_and_only_adapters_train(tm
     )
     assert isinstance(trainer.reference, AdapterDisabledReference)
     batch = a_batch(trainer)
-    expected = sequence_logps(untouched, batch).logps
-    assert torch.equal(trainer.reference.logps(trainer.model, batch, 1024), expected)
+    expected = sequence_values(sequence_logps(untouched, batch))
+    assert torch.equal(sequence_values(trainer.reference.logps(trainer.model, batch, 1024)), expected)
     adapters_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert adapters_before and all("lora_" in n for n in adapters_before)
 
     trainer.train()
 
     assert torch.equal(
-        trainer.reference.logps(trainer.model, batch, 1024), expected
+        sequence_values(trainer.reference.logps(trainer.model, batch, 1024)), expected
     )  # reference never drifts
     plain = dict(untouched.named_parameters())
     for name, param in trainer.model.named_parameters():
@@ -64,7 +64,7 @@ def test_adapter_disabled_reference_is_the_exact_base_and_only_adapters_train(tm
     ]
     assert moved == lora_b, "every lora_B (initialised at 0) must receive gradient and move"
     with torch.no_grad():
-        policy = sequence_logps(trainer.model, batch).logps
+        policy = sequence_values(sequence_logps(trainer.model, batch))
     assert not torch.allclose(policy, expected), "the trained adapter must change the policy"
 
 
@@ -115,11 +115,11 @@ def test_already_trained_adapter_is_its_own_frozen_reference(tmp_path, char_toke
     assert isinstance(trainer.reference, AdapterSnapshotReference)
     batch = a_batch(trainer)
     with torch.no_grad():
-        start = sequence_logps(trainer.model, batch).logps
-    reference_start = trainer.reference.logps(trainer.model, batch, 1024)
+        start = sequence_values(sequence_logps(trainer.model, batch))
+    reference_start = sequence_values(trainer.reference.logps(trainer.model, batch, 1024))
     assert torch.allclose(reference_start, start, atol=1e-6, rtol=0)
     assert not torch.allclose(
-        reference_start, sequence_logps(bare_base, batch).logps, atol=1e-3
+        reference_start, sequence_values(sequence_logps(bare_base, batch)), atol=1e-3
     )  # not the base
     snapshot = {
         n: p.detach().clone() for n, p in trainer.model.named_parameters() if f".{REFERENCE_ADAPTER}." in n
@@ -128,7 +128,7 @@ def test_already_trained_adapter_is_its_own_frozen_reference(tmp_path, char_toke
 
     trainer.train()
 
-    assert torch.equal(trainer.reference.logps(trainer.model, batch, 1024), reference_start)
+    assert torch.equal(sequence_values(trainer.reference.logps(trainer.model, batch, 1024)), reference_start)
     params = dict(trainer.model.named_parameters())
     assert all(torch.equal(params[n], p) for n, p in snapshot.items())
     trained = [n for n in params if ".default." in n and "lora_B" in n]
@@ -145,7 +145,9 @@ def test_already_trained_adapter_is_its_own_frozen_reference(tmp_path, char_toke
     reloaded = PeftModel.from_pretrained(make_tiny_llama(len(char_tokenizer)), out)
     with torch.no_grad():
         assert torch.allclose(
-            sequence_logps(reloaded, batch).logps, sequence_logps(trainer.model, batch).logps, atol=1e-5
+            sequence_values(sequence_logps(reloaded, batch)),
+            sequence_values(sequence_logps(trainer.model, batch)),
+            atol=1e-5,
         )
 
 
@@ -183,7 +185,9 @@ def test_save_writes_adapter_and_merged_model(tmp_path, char_tokenizer):
     batch = a_batch(trainer)
     with torch.no_grad():
         assert torch.allclose(
-            sequence_logps(merged, batch).logps, sequence_logps(trainer.model, batch).logps, atol=1e-4
+            sequence_values(sequence_logps(merged, batch)),
+            sequence_values(sequence_logps(trainer.model, batch)),
+            atol=1e-4,
         )
     assert hasattr(trainer.model, "peft_config")  # merging ran on a copy
 

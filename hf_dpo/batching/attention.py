@@ -2,9 +2,13 @@
 
 - ``attention_backend(model)``: the model's ``config._attn_implementation`` (``sdpa``, ``eager``, ...).
 - ``layout_support(model)``: which batch layouts the model and its backend compute exactly, with reasons.
+- ``MaskForm``: the form in which a layout's attention structure reaches the model: ``NONE`` (the layout's
+  own inputs suffice), ``BOOLEAN_4D`` (sdpa) or ``ADDITIVE_4D`` (eager). ``decide_mask_form(model)`` picks
+  the form of the prefix-shared layout's custom mask for one model; ``choose_layout`` decides it once for
+  its models and the layout stamps it on every batch (``MASK_FORM_KEY``).
 - ``model_inputs(model, batch)``: the keyword arguments for the model call; for the prefix-shared layout it
-  turns the compact ``prefix_segment_ids``/``prefix_branch_ids`` columns into the 4D attention mask the
-  backend expects (boolean for sdpa, additive float for eager), built on the batch's device.
+  turns the compact ``prefix_segment_ids``/``prefix_branch_ids`` columns into the 4D attention mask in the
+  batch's mask form (decided from ``model`` when the batch carries none), built on the batch's device.
 
 Packed rows need no mask: transformers 5.x detects packed sequences from ``position_ids`` that restart at 0
 when no 2D ``attention_mask`` is given (``masking_utils.find_packed_sequence_indices`` for sdpa / eager /
@@ -13,6 +17,7 @@ flex_attention; ``position_ids``-based varlen kernels for flash_attention_*, bat
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +31,7 @@ MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 # Prefix-shared columns: pair index of each token within its row (-1 for padding), and its branch.
 PREFIX_SEGMENT_KEY, PREFIX_BRANCH_KEY = "prefix_segment_ids", "prefix_branch_ids"
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
+MASK_FORM_KEY = "mask_form"  # batch key of the decided ``MaskForm`` (absent: decide from the model)
 
 DENSE_MASK_BACKENDS = ("sdpa", "eager")  # accept a custom 4D mask as it is
 BLOCK_SPARSE_BACKENDS = ("flex_attention",)  # packed detection builds a block mask
@@ -110,21 +116,55 @@ def prefix_shared_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> t
     return mask.unsqueeze(1)
 
 
+class MaskForm(enum.Enum):
+    """How a batch's attention structure is handed to the model. A new form (e.g. a flex_attention
+    ``BlockMask``) is a new member, a case in ``decide_mask_form`` and one in ``build``."""
+
+    NONE = "none"  # the layout's inputs say it all: a 2D attention_mask (padded) or position_ids (packed)
+    BOOLEAN_4D = "boolean_4d"  # (R, 1, T, T) bool, True where q may attend k: sdpa
+    ADDITIVE_4D = "additive_4d"  # (R, 1, T, T) float, 0 or the dtype's min, added to the scores: eager
+
+    def build(self, segment_ids: torch.Tensor, branch_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``prefix_shared_mask`` in this form; ``dtype``: the model's float dtype (additive form)."""
+        mask = prefix_shared_mask(segment_ids, branch_ids)
+        if self is MaskForm.BOOLEAN_4D:
+            return mask
+        if self is MaskForm.ADDITIVE_4D:
+            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+                ~mask, torch.finfo(dtype).min
+            )
+        raise ValueError(f"mask form {self.value!r} has no custom mask to build")
+
+
+_FORM_OF_BACKEND = {"sdpa": MaskForm.BOOLEAN_4D, "eager": MaskForm.ADDITIVE_4D}
+
+
+def decide_mask_form(model: torch.nn.Module) -> MaskForm:
+    """The form of the prefix-shared custom mask for ``model``'s attention backend.
+
+    Raises:
+        ValueError: the backend cannot take the custom mask exactly (the reason names the fix).
+    """
+    reason = layout_support(model)["prefix_shared"]
+    if reason is not None:
+        raise ValueError(f"this batch uses the prefix_shared layout, but {reason}")
+    return _FORM_OF_BACKEND[attention_backend(model)]
+
+
 def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
     """The model-call keyword arguments of a collated batch, in the form the model's backend expects."""
     inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
     if PREFIX_SEGMENT_KEY not in batch:
         return inputs
+    form = batch.get(MASK_FORM_KEY) or decide_mask_form(model)
     backend = attention_backend(model)
-    reason = layout_support(model)["prefix_shared"]
-    if reason is not None:
-        raise ValueError(f"this batch uses the prefix_shared layout, but {reason}")
-    mask = prefix_shared_mask(batch[PREFIX_SEGMENT_KEY], batch[PREFIX_BRANCH_KEY])
-    if backend == "eager":  # eager adds the mask to the scores
-        dtype = next(base_causal_lm(model).parameters()).dtype
-        dtype = dtype if dtype.is_floating_point else torch.float32
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
-            ~mask, torch.finfo(dtype).min
+    if _FORM_OF_BACKEND.get(backend) is not form:  # a batch laid out for another model
+        raise ValueError(
+            f"this batch's attention mask form {form.value!r} was decided for other models than this "
+            f"{type(base_causal_lm(model)).__name__} (attention backend {backend!r}); build the collator "
+            "with choose_layout(<the models that will score its batches>)"
         )
-    inputs["attention_mask"] = mask
+    dtype = next(base_causal_lm(model).parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    inputs["attention_mask"] = form.build(batch[PREFIX_SEGMENT_KEY], batch[PREFIX_BRANCH_KEY], dtype)
     return inputs

@@ -25,7 +25,11 @@ Layouts (``batch_layout``):
   the end of the prompt and a custom mask (``hf_dpo.batching.attention.prefix_shared_mask``) hides chosen from
   rejected, so each prompt is encoded once. Pairs are packed into rows like ``packed``.
 
-``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend.
+``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend
+and decides, once, the layout's ``mask_form`` (``hf_dpo.batching.attention.MaskForm``): how its attention
+structure reaches those models. A layout with a custom mask stamps the decided form on each batch
+(``MASK_FORM_KEY``); a layout built without ``choose_layout`` leaves it to the forward, which decides it from
+the model it runs.
 """
 
 from __future__ import annotations
@@ -39,12 +43,15 @@ import torch
 
 from hf_dpo.batching.attention import (
     CHOSEN,
+    MASK_FORM_KEY,
     MODEL_INPUT_KEYS,
     PREFIX_BRANCH_KEY,
     PREFIX_SEGMENT_KEY,
     PROMPT,
     REJECTED,
+    MaskForm,
     attention_backend,
+    decide_mask_form,
     is_varlen_backend,
     layout_support,
 )
@@ -69,9 +76,15 @@ _LAYOUTS: Registry[type[BatchLayout]] = Registry("batch_layout")
 
 
 class BatchLayout(abc.ABC):
-    """Strategy that lays out B pairs as model inputs; subclasses register themselves by ``name``."""
+    """Strategy that lays out B pairs as model inputs; subclasses register themselves by ``name``.
+
+    ``mask_form``: how the layout's attention structure reaches the model. Layouts whose inputs say it all
+    have ``MaskForm.NONE``; a layout with a custom mask (``custom_mask``) starts undecided (None) until
+    ``choose_layout`` decides it for the models.
+    """
 
     name: ClassVar[str]
+    custom_mask: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -81,6 +94,7 @@ class BatchLayout(abc.ABC):
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.mask_form: MaskForm | None = None if self.custom_mask else MaskForm.NONE
 
     @abc.abstractmethod
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
@@ -224,10 +238,12 @@ class PrefixSharedLayout(_RowPackingLayout):
     only to the prompt and earlier rejected tokens; the first rejected token is scored from the last prompt
     token.
     Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which
-    ``hf_dpo.batching.attention.model_inputs`` builds the 4D mask for the model's backend.
+    ``hf_dpo.batching.attention.model_inputs`` builds the 4D mask in the decided ``mask_form`` (also put in
+    the batch when decided).
     """
 
     name = "prefix_shared"
+    custom_mask = True
 
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
         _check_prompts(pairs, self.name)
@@ -270,7 +286,7 @@ class PrefixSharedLayout(_RowPackingLayout):
             segment.extend([-1] * tail)
             branch.extend([PROMPT] * tail)
         shape = (len(rows), width)
-        return {
+        batch = {
             "input_ids": torch.tensor(ids, dtype=torch.long).view(shape),
             "position_ids": torch.tensor(pos, dtype=torch.long).view(shape),
             PREFIX_SEGMENT_KEY: torch.tensor(segment, dtype=torch.long).view(shape),
@@ -281,6 +297,9 @@ class PrefixSharedLayout(_RowPackingLayout):
             "num_pairs": num_pairs,
             "num_tokens": sum(lengths),
         }
+        if self.mask_form is not None:
+            batch[MASK_FORM_KEY] = self.mask_form
+        return batch
 
 
 def get_layout(name: str, pad_token_id: int, pad_to_multiple_of: int | None = None, **options) -> BatchLayout:
@@ -326,6 +345,11 @@ def choose_layout(
         one_row = any(is_varlen_backend(b) for b in backends) or all(b == "flex_attention" for b in backends)
         options["row_tokens"] = "all" if one_row else "longest"
     layout = get_layout(name, pad_token_id, pad_to_multiple_of, **options)
+    if layout.custom_mask:
+        forms = {decide_mask_form(m) for m in models}
+        # Models that need different forms (e.g. an sdpa policy, an eager reference) stay undecided here:
+        # each forward then decides from its own model.
+        layout.mask_form = forms.pop() if len(forms) == 1 else None
     if requested == "auto":
         skipped = {n: r for n, r in reasons.items() if r is not None}
         logger.info(

@@ -8,7 +8,8 @@ change). Optional exact-match accuracy for datasets with numeric answers (``arit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,22 @@ def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+@contextlib.contextmanager
+def _left_padding(tokenizer: Any) -> Iterator[None]:
+    """Within: ``tokenizer`` pads on the left, with ``pad_token_id_for(tokenizer)`` when it has no pad token.
+    Its own settings are restored on exit."""
+    side, own_pad_id = tokenizer.padding_side, tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    if own_pad_id is None:
+        tokenizer.pad_token_id = pad_token_id_for(tokenizer)
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side
+        if own_pad_id is None:
+            tokenizer.pad_token_id = None
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -70,16 +87,13 @@ def generate(
     torch.manual_seed(decoding.seed)
     results: list[Generation] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not show_progress):
-        chunk = prompts[start : start + batch_size]
-        width = max(len(p) for p in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, p in enumerate(chunk):
-            input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            attention_mask[i, width - len(p) :] = 1
+        chunk = [list(p) for p in prompts[start : start + batch_size]]
+        with _left_padding(tokenizer):
+            inputs = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
+        width = inputs["input_ids"].shape[1]
         out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
             max_new_tokens=decoding.max_new_tokens,
             pad_token_id=pad_id,
             eos_token_id=eos,
@@ -167,18 +181,10 @@ def evaluate_generation(
     Metrics: ``length/policy`` and ``length/reference`` (``length_stats``), ``win_rate`` (with a bootstrap CI;
     only with a ``judge``), ``exact_match/policy`` and ``exact_match/reference`` (only with ``answers``).
     """
-    outputs: dict[str, list[Generation]] = {}
-    for which in ("policy", "reference"):
-        with pair.use(which) as model:
-            outputs[which] = generate(
-                model,
-                pair.tokenizer,
-                prompts,
-                decoding,
-                batch_size,
-                show_progress,
-                desc=f"Generating ({which})",
-            )
+    outputs = {
+        which: _generate_with(pair, which, prompts, decoding, batch_size, show_progress)
+        for which in ("policy", "reference")
+    }
     records = [
         {"prompt": p, "policy": g.text, "reference": r.text}
         for p, g, r in zip(prompt_texts, outputs["policy"], outputs["reference"], strict=True)
@@ -193,28 +199,66 @@ def evaluate_generation(
         return bootstrap({"x": values}, mean_of("x"), bootstrap_samples, confidence, decoding.seed).as_dict()
 
     if judge is not None:
-        model, tokenizer = judge
-        scores = {
-            which: judge_scores(
-                model,
-                tokenizer,
-                [judge_text(p, g.text, tokenizer) for p, g in zip(prompt_texts, gens, strict=True)],
-                judge_batch_size,
-            )
-            for which, gens in outputs.items()
-        }
-        wins = win_values(scores["policy"], scores["reference"])
-        metrics["win_rate"] = estimate(wins)
-        metrics["judge_score/policy"] = float(np.mean(scores["policy"]))
-        metrics["judge_score/reference"] = float(np.mean(scores["reference"]))
-        for record, sp, sr, w in zip(records, scores["policy"], scores["reference"], wins, strict=True):
-            record.update(policy_score=sp, reference_score=sr, win=float(w))
+        _add_win_rate(metrics, records, outputs, prompt_texts, judge, judge_batch_size, estimate)
     if answers is not None:
-        for which, gens in outputs.items():
-            hits = exact_match([g.text for g in gens], answers)
-            metrics[f"exact_match/{which}"] = estimate(hits)
-            for record, hit in zip(records, hits, strict=True):
-                record[f"{which}_correct"] = bool(hit)
-        for record, answer in zip(records, answers, strict=True):
-            record["answer"] = answer
+        _add_exact_match(metrics, records, outputs, answers, estimate)
     return metrics, records
+
+
+def _generate_with(
+    pair: ModelPair,
+    which: str,
+    prompts: Sequence[Sequence[int]],
+    decoding: DecodingConfig,
+    batch_size: int,
+    show_progress: bool,
+) -> list[Generation]:
+    with pair.use(which) as model:
+        return generate(
+            model, pair.tokenizer, prompts, decoding, batch_size, show_progress, desc=f"Generating ({which})"
+        )
+
+
+def _add_win_rate(
+    metrics: dict[str, Any],
+    records: list[dict[str, Any]],
+    outputs: dict[str, list[Generation]],
+    prompt_texts: Sequence[Any],
+    judge: tuple[torch.nn.Module, Any],
+    judge_batch_size: int,
+    estimate: Callable[[np.ndarray], dict[str, float]],
+) -> None:
+    """Judge every completion; add ``win_rate`` and mean judge scores, and each record's scores and win."""
+    model, tokenizer = judge
+    scores = {
+        which: judge_scores(
+            model,
+            tokenizer,
+            [judge_text(p, g.text, tokenizer) for p, g in zip(prompt_texts, gens, strict=True)],
+            judge_batch_size,
+        )
+        for which, gens in outputs.items()
+    }
+    wins = win_values(scores["policy"], scores["reference"])
+    metrics["win_rate"] = estimate(wins)
+    metrics["judge_score/policy"] = float(np.mean(scores["policy"]))
+    metrics["judge_score/reference"] = float(np.mean(scores["reference"]))
+    for record, sp, sr, w in zip(records, scores["policy"], scores["reference"], wins, strict=True):
+        record.update(policy_score=sp, reference_score=sr, win=float(w))
+
+
+def _add_exact_match(
+    metrics: dict[str, Any],
+    records: list[dict[str, Any]],
+    outputs: dict[str, list[Generation]],
+    answers: Sequence[float | None],
+    estimate: Callable[[np.ndarray], dict[str, float]],
+) -> None:
+    """Add ``exact_match/<model>`` and each record's answer and correctness."""
+    for which, gens in outputs.items():
+        hits = exact_match([g.text for g in gens], answers)
+        metrics[f"exact_match/{which}"] = estimate(hits)
+        for record, hit in zip(records, hits, strict=True):
+            record[f"{which}_correct"] = bool(hit)
+    for record, answer in zip(records, answers, strict=True):
+        record["answer"] = answer

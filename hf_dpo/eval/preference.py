@@ -37,18 +37,17 @@ def pair_logps(
     for start in tqdm(range(0, len(tokenized), batch_size), desc="Scoring pairs", disable=not show_progress):
         rows = tokenized.select(range(start, min(start + batch_size, len(tokenized))))
         batch = _to(collate(list(rows)), device)
-        b = batch["num_pairs"]
         with pair.use("policy") as model:
             policy = sequence_logps(model, batch, chunk_size)
         with pair.use("reference") as model:
-            ref = sequence_logps(model, batch, chunk_size).logps
+            ref = sequence_logps(model, batch, chunk_size)
         for key, value in (
-            ("pc", policy.logps[:b]),
-            ("pr", policy.logps[b:]),
-            ("rc", ref[:b]),
-            ("rr", ref[b:]),
-            ("nc", policy.num_tokens[:b]),
-            ("nr", policy.num_tokens[b:]),
+            ("pc", policy.chosen_logps),
+            ("pr", policy.rejected_logps),
+            ("rc", ref.chosen_logps),
+            ("rr", ref.rejected_logps),
+            ("nc", policy.chosen_num_tokens),
+            ("nr", policy.rejected_num_tokens),
         ):
             parts[key].append(value.float().cpu())
     cat = {k: torch.cat(v) for k, v in parts.items()}

@@ -41,60 +41,79 @@ def evaluate_pair(
     }
     records: dict[str, Any] = {}
     values = None
-    needs_data = {"preference", "generation"} & set(config.tasks)
+    test = renderer = None
+    if {"preference", "generation"} & set(config.tasks):
+        test, renderer, results["dataset"] = _test_data(pair, config, run)
+    if "preference" in config.tasks:
+        results["preference"], values = _preference(pair, config, run, test, renderer)
+    if "generation" in config.tasks:
+        dataset_name = results["dataset"]["name"]
+        results["generation"], records["generation"] = _generation(pair, config, test, renderer, dataset_name)
+    if "ifeval" in config.tasks:
+        results["ifeval"] = _ifeval(pair, config, records)
+    return results, records, values
+
+
+def _test_data(
+    pair: ModelPair, config: EvalConfig, run: Mapping[str, Any]
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The test split of the dataset the run trained on, its renderer, and what to report about it."""
     dataset_name = _setting(config, run, "dataset", None)
-    if needs_data and not dataset_name:
+    if not dataset_name:
         raise ValueError(
             "tasks preference/generation need dataset=<builder name> (e.g. arithmetic, hhh); the "
             "run's config.yaml names none"
         )
-    test = renderer = None
-    if needs_data:
-        options = dataset_options(run, config.dataset_options)
-        test = load_test_split(dataset_name, options, config.limit)
-        renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
-        results["dataset"] = {"name": dataset_name, "options": options, "test_rows": len(test)}
-    if "preference" in config.tasks:
-        from hf_dpo.eval.preference import evaluate_preference
+    options = dataset_options(run, config.dataset_options)
+    test = load_test_split(dataset_name, options, config.limit)
+    renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
+    return test, renderer, {"name": dataset_name, "options": options, "test_rows": len(test)}
 
-        beta = float(_setting(config, run, "beta", 0.1, "dpo_beta"))
-        metrics, values = evaluate_preference(
-            pair,
-            test,
-            renderer,
-            beta,
-            loss_type=_setting(config, run, "loss_type", "sigmoid"),
-            label_smoothing=float(_setting(config, run, "label_smoothing", 0.0)),
-            max_length=_setting(config, run, "max_length", 1024),
-            max_prompt_length=_setting(config, run, "max_prompt_length", 512),
-            batch_size=config.batch_size,
-            chunk_size=config.logprob_chunk_size,
-            bootstrap_samples=config.bootstrap_samples,
-            confidence=config.confidence,
-            seed=config.seed,
-            show_progress=config.show_progress,
-        )
-        results["preference"] = {"beta": beta, **metrics}
-    if "generation" in config.tasks:
-        results["generation"], records["generation"] = _generation(pair, config, test, renderer, dataset_name)
-    if "ifeval" in config.tasks:
-        from hf_dpo.eval.ifeval import run_ifeval
 
-        ifeval: dict[str, Any] = {}
-        for which in ("policy", "reference"):
-            with pair.use(which) as model:
-                ifeval[which], records[f"ifeval_{which}"] = run_ifeval(
-                    model,
-                    pair.tokenizer,
-                    data_files=config.ifeval_data_files,
-                    limit=config.limit,
-                    max_new_tokens=config.ifeval_max_new_tokens,
-                    batch_size=config.batch_size,
-                    chat_template=config.ifeval_chat_template,
-                    seed=config.seed,
-                )
-        results["ifeval"] = ifeval
-    return results, records, values
+def _preference(
+    pair: ModelPair, config: EvalConfig, run: Mapping[str, Any], test: Any, renderer: Any
+) -> tuple[dict[str, Any], Any]:
+    """The preference task with the run's β, loss and lengths: (results, per-pair values)."""
+    from hf_dpo.eval.preference import evaluate_preference
+
+    beta = float(_setting(config, run, "beta", 0.1, "dpo_beta"))
+    metrics, values = evaluate_preference(
+        pair,
+        test,
+        renderer,
+        beta,
+        loss_type=_setting(config, run, "loss_type", "sigmoid"),
+        label_smoothing=float(_setting(config, run, "label_smoothing", 0.0)),
+        max_length=_setting(config, run, "max_length", 1024),
+        max_prompt_length=_setting(config, run, "max_prompt_length", 512),
+        batch_size=config.batch_size,
+        chunk_size=config.logprob_chunk_size,
+        bootstrap_samples=config.bootstrap_samples,
+        confidence=config.confidence,
+        seed=config.seed,
+        show_progress=config.show_progress,
+    )
+    return {"beta": beta, **metrics}, values
+
+
+def _ifeval(pair: ModelPair, config: EvalConfig, records: dict[str, Any]) -> dict[str, Any]:
+    """IFEval for policy and reference; their per-prompt records go into ``records``."""
+    from hf_dpo.eval.ifeval import run_ifeval
+
+    ifeval: dict[str, Any] = {}
+    for which in ("policy", "reference"):
+        with pair.use(which) as model:
+            ifeval[which], records[f"ifeval_{which}"] = run_ifeval(
+                model,
+                pair.tokenizer,
+                data_files=config.ifeval_data_files,
+                limit=config.limit,
+                max_new_tokens=config.ifeval_max_new_tokens,
+                batch_size=config.batch_size,
+                chat_template=config.ifeval_chat_template,
+                seed=config.seed,
+            )
+    return ifeval
 
 
 def _generation(pair: ModelPair, config: EvalConfig, test: Any, renderer: Any, dataset_name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Run a causal LM over a collated batch and return summed completion log-probs per sequence.
+"""Run a causal LM over a collated batch and return the summed completion log-probs of each pair's chosen
+and rejected completion (``ChosenRejectedLogps``).
 
 The model is called once through its own ``forward`` (so DDP / DeepSpeed wrappers see the call) with
 ``logits_to_keep=1``; a forward hook on the decoder captures the final hidden states, and the LM head is
@@ -25,11 +26,20 @@ logger = logging.getLogger("hf_dpo")
 
 
 @dataclass(frozen=True)
-class SequenceLogps:
-    """Per-sequence results, ordered ``[chosen_1..B ; rejected_1..B]``, each (2B,)."""
+class ChosenRejectedLogps:
+    """One model's summed completion log-probs log π(y|x) and completion lengths |y| of B pairs, each (B,)."""
 
-    logps: torch.Tensor
-    num_tokens: torch.Tensor
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    chosen_num_tokens: torch.Tensor
+    rejected_num_tokens: torch.Tensor
+
+    @classmethod
+    def split(cls, logps: torch.Tensor, num_tokens: torch.Tensor) -> ChosenRejectedLogps:
+        """From per-sequence values ordered ``[chosen_1..B ; rejected_1..B]``, each (2B,)."""
+        chosen_logps, rejected_logps = logps.chunk(2)
+        chosen_num_tokens, rejected_num_tokens = num_tokens.chunk(2)
+        return cls(chosen_logps, rejected_logps, chosen_num_tokens, rejected_num_tokens)
 
 
 _HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -80,8 +90,8 @@ def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
 
 def sequence_logps(
     model: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int = 1024, use_hidden: bool | None = None
-) -> SequenceLogps:
-    """Summed log-probs of the completion tokens of each of the 2B sequences of ``batch``.
+) -> ChosenRejectedLogps:
+    """Summed log-probs and lengths of the chosen and rejected completions of the B pairs of ``batch``.
 
     Args:
         model: a causal LM, possibly wrapped (DDP, DeepSpeed, PEFT).
@@ -108,8 +118,8 @@ def sequence_logps(
     else:
         logits = model(**inputs, use_cache=False).logits
         token_logps = chunked_logits_token_logps(logits.flatten(0, 1)[index], targets, chunk_size)
-    ones = torch.ones_like(token_logps)
-    return SequenceLogps(
-        logps=sum_by_sequence(token_logps, seq, num_sequences),
-        num_tokens=sum_by_sequence(ones, seq, num_sequences),
+    # The layouts number sequences [chosen_1..B ; rejected_1..B] (target_seq), so halving splits the pairs.
+    return ChosenRejectedLogps.split(
+        sum_by_sequence(token_logps, seq, num_sequences),
+        sum_by_sequence(torch.ones_like(token_logps), seq, num_sequences),
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from hf_dpo.objective.losses import DPOLossOutput, pair_accuracy
+
+if TYPE_CHECKING:
+    from hf_dpo.modeling.forward import ChosenRejectedLogps
 
 # Names of the per-pair means reported (besides num_pairs, num_tokens and test/nll).
 PAIR_MEANS = (
@@ -21,13 +25,15 @@ PAIR_MEANS = (
 
 
 def batch_sums(
-    out: DPOLossOutput,
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    chosen_num_tokens: torch.Tensor,
-    num_tokens: int,
+    out: DPOLossOutput, policy: ChosenRejectedLogps, num_tokens: int
 ) -> dict[str, torch.Tensor | float]:
-    """Sums over one micro-batch of every quantity the logged metrics are built from (no host sync)."""
+    """Sums over one micro-batch of every quantity the logged metrics are built from (no host sync).
+
+    Args:
+        out: the batch's ``dpo_loss`` output.
+        policy: the policy's log-probs and completion lengths.
+        num_tokens: real tokens fed to the model for the batch.
+    """
     return {
         "pairs": float(out.losses.shape[0]),
         "tokens": float(num_tokens),
@@ -36,10 +42,10 @@ def batch_sums(
         "margin": (out.chosen_rewards - out.rejected_rewards).sum(),
         "chosen_reward": out.chosen_rewards.sum(),
         "rejected_reward": out.rejected_rewards.sum(),
-        "logps/chosen": policy_chosen.detach().sum(),
-        "logps/rejected": policy_rejected.detach().sum(),
-        "nll": -policy_chosen.detach().sum(),
-        "chosen_tokens": chosen_num_tokens.sum(),
+        "logps/chosen": policy.chosen_logps.detach().sum(),
+        "logps/rejected": policy.rejected_logps.detach().sum(),
+        "nll": -policy.chosen_logps.detach().sum(),
+        "chosen_tokens": policy.chosen_num_tokens.sum(),
     }
 
 

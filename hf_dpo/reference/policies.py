@@ -28,18 +28,22 @@ from typing import Any
 import torch
 from accelerate.utils import extract_model_from_parallel
 
-from hf_dpo.modeling.forward import sequence_logps
+from hf_dpo.modeling.forward import ChosenRejectedLogps, sequence_logps
 from hf_dpo.modeling.unwrap import base_causal_lm
+from hf_dpo.tokens.tokenization import REF_COLUMNS
 
 REFERENCE_ADAPTER = "reference"
 
 
 class ReferencePolicy(abc.ABC):
-    """Gives the summed reference log-probs (2B,) of a collated batch, without gradient."""
+    """Gives the summed reference log-probs of a collated batch's chosen and rejected completions, without
+    gradient."""
 
     @abc.abstractmethod
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
-        """Reference log-probs ordered ``[chosen_1..B ; rejected_1..B]``."""
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
+        """log πref(y_w|x) and log πref(y_l|x) of the batch's B pairs, each (B,)."""
 
     def to(self, device: torch.device) -> ReferencePolicy:
         return self
@@ -78,9 +82,11 @@ class FrozenCopyReference(ReferencePolicy):
     def __init__(self, model: torch.nn.Module) -> None:
         self.model: torch.nn.Module | None = model.eval().requires_grad_(False)
 
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
         with torch.no_grad():
-            return sequence_logps(self.model, batch, chunk_size).logps
+            return sequence_logps(self.model, batch, chunk_size)
 
     def to(self, device: torch.device) -> FrozenCopyReference:
         self.model.to(device)
@@ -99,9 +105,11 @@ class FrozenCopyReference(ReferencePolicy):
 class AdapterDisabledReference(ReferencePolicy):
     """The policy itself with its PEFT adapters disabled: the base model, with no second copy of weights."""
 
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
         with _eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
-            return sequence_logps(policy, batch, chunk_size).logps
+            return sequence_logps(policy, batch, chunk_size)
 
     def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         adapters = set(_peft_model(policy).peft_config)
@@ -146,12 +154,14 @@ class AdapterSnapshotReference(ReferencePolicy):
             raise ValueError(f"adapter {self.adapter!r} has no weights that could be copied as the reference")
         peft_model.set_adapter(self.adapter)  # keeps the trained adapter trainable, the snapshot frozen
 
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
         peft_model = _peft_model(policy)
         with _eval_no_grad(policy):
             peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
             try:
-                return sequence_logps(policy, batch, chunk_size).logps
+                return sequence_logps(policy, batch, chunk_size)
             finally:
                 peft_model.set_adapter(self.adapter)
 
@@ -178,12 +188,24 @@ class AdapterSnapshotReference(ReferencePolicy):
 class PrecomputedReference(ReferencePolicy):
     """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``."""
 
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> torch.Tensor:
-        raise ValueError(
-            "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
-            "True dropped the reference model. Pass every eval dataset to DPOTrainer(eval_dataset=...) so "
-            "its reference log-probs are precomputed, or add the columns with hf_dpo.reference.precompute."
-        )
+    @staticmethod
+    def has_columns(batch: Mapping[str, Any]) -> bool:
+        return all(column in batch for column in REF_COLUMNS)
+
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
+        """The batch's columns (completion lengths counted from its ``target_seq``)."""
+        if not self.has_columns(batch):
+            raise ValueError(
+                "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
+                "True dropped the reference model. Pass every eval dataset to DPOTrainer(eval_dataset=...) "
+                "so its reference log-probs are precomputed, or add the columns with "
+                "hf_dpo.reference.precompute."
+            )
+        num_tokens = torch.bincount(batch["target_seq"], minlength=2 * batch["num_pairs"]).float()
+        chosen, rejected = (batch[column] for column in REF_COLUMNS)
+        return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
 
 
 def make_reference(

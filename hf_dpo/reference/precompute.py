@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from hf_dpo.modeling.forward import ChosenRejectedLogps
 from hf_dpo.reference.policies import PrecomputedReference, ReferencePolicy
 from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
@@ -64,7 +65,7 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 def compute_reference_logps(
     dataset: Dataset,
-    reference_logps: Callable[[Mapping[str, Any]], torch.Tensor],
+    reference_logps: Callable[[Mapping[str, Any]], ChosenRejectedLogps],
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
     batch_size: int,
     device: torch.device,
@@ -88,9 +89,11 @@ def compute_reference_logps(
         features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
         features = [{k: v for k, v in f.items() if k not in REF_COLUMNS} for f in features]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collator(features).items()}
-        logps = reference_logps(batch).float().cpu()
-        num_pairs = len(positions)
-        out[positions, 0], out[positions, 1] = logps[:num_pairs], logps[num_pairs:]
+        logps = reference_logps(batch)
+        out[positions, 0], out[positions, 1] = (
+            logps.chosen_logps.float().cpu(),
+            logps.rejected_logps.float().cpu(),
+        )
     return torch.tensor(indices, dtype=torch.long), out
 
 
@@ -216,12 +219,10 @@ def _global_fingerprint(local: str, accelerator: Any) -> str:
 
 
 def _gather(indices: torch.Tensor, logps: torch.Tensor, total: int, accelerator: Any) -> torch.Tensor:
-    """All-gather every rank's ``(indices, logps)`` (padded to one length) into the full (total, 2) table."""
-    width = -(-total // accelerator.num_processes)
-    padded = torch.full((width, 3), -1.0, dtype=torch.float64)
-    padded[: len(indices), 0] = indices.double()
-    padded[: len(indices), 1:] = logps.double()
-    gathered = accelerator.gather(padded.to(accelerator.device)).cpu()
+    """All-gather every rank's ``(indices, logps)`` into the full (total, 2) table (ranks may hold one row
+    fewer than others: ``pad_across_processes`` fills with index -1, which is dropped)."""
+    local = torch.cat([indices.double()[:, None], logps.double()], dim=1).to(accelerator.device)
+    gathered = accelerator.gather(accelerator.pad_across_processes(local, pad_index=-1)).cpu()
     gathered = gathered[gathered[:, 0] >= 0]
     values = torch.empty((total, 2), dtype=torch.float32)
     values[gathered[:, 0].long()] = gathered[:, 1:].float()
