@@ -288,7 +288,7 @@ class FakeModel:
 
 
 def _dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
-    """Sigmoid DPO loss from (2B,) sequence log-probs ordered [chosen ; rejected]."""
+    """Sigmoid DPO loss from TRL's (2B,) sequence log-probs ordered [chosen ; rejected]."""
     margin = (policy - reference).view(2, -1)
     return -torch.nn.functional.logsigmoid(beta * (margin[0] - margin[1])).mean()
 
@@ -297,6 +297,7 @@ def count_hf_dpo_step(fake: FakeModel, batch: dict[str, Any], gradient_checkpoin
     """Counted FLOPs of hf_dpo's step on a collated ``batch``: ``sequence_logps`` for the policy (with
     backward) and the reference, on the mask the backend would get."""
     from hf_dpo.modeling.forward import sequence_logps
+    from hf_dpo.objective.losses import PreferenceLogps, dpo_loss
 
     mask = sdpa_mask(fake.config, fake.model, batch)
     keys = ("input_ids", "target_index", "target_ids", "target_seq")
@@ -305,10 +306,10 @@ def count_hf_dpo_step(fake: FakeModel, batch: dict[str, Any], gradient_checkpoin
         tensors.update(attention_mask=mask, position_ids=batch.get("position_ids"))
     with fake.mode, fake.gradient_checkpointing(gradient_checkpointing), flop_counter() as counter:
         inputs = {**fake.fake(tensors), "num_pairs": batch["num_pairs"]}
-        policy = sequence_logps(fake.model, inputs, use_hidden=True).logps
+        policy = sequence_logps(fake.model, inputs, use_hidden=True)
         with torch.no_grad():
-            reference = sequence_logps(fake.model, inputs, use_hidden=True).logps
-        _dpo_loss(policy, reference).backward()
+            reference = sequence_logps(fake.model, inputs, use_hidden=True)
+        dpo_loss(PreferenceLogps.from_records(policy, reference), beta=0.1).losses.mean().backward()
     return float(counter.get_total_flops())
 
 
