@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
+from hf_dpo.run import aliases as _aliases
 from hf_dpo.run import finite
 from hf_dpo.run.checkpoints import (
     TRAINER_STATE,
@@ -37,6 +38,7 @@ from hf_dpo.run.cli_config import ConfigError, coerce_value, load_config, save_c
 from hf_dpo.run.hub import check_hub_model_id
 from hf_dpo.run.launch import cpu_only_multiprocess_launch, distributed_mismatch
 from hf_dpo.run.lock import LOCK_FILE, LogPathLocked, RunLock, busy_message, lock_holder
+from hf_dpo.run.preflight import preflight_problems
 from hf_dpo.run.signals import StopOnSignal, TrainingInterrupted
 
 logger = logging.getLogger("hf_dpo")
@@ -176,6 +178,10 @@ def _train_config_class() -> type[RunOptions]:
         bases=(RunOptions,),
         namespace={
             "__config_aliases__": aliases,
+            # TRL / alignment-handbook keys (hf_dpo/run/aliases.py): resolved before typing, named in hints
+            "__config_resolver__": staticmethod(_aliases.resolve_aliases),
+            "__config_other_names__": _aliases.alias_names(),
+            "__config_key_hint__": staticmethod(_aliases.key_hint),
             "__module__": __name__,
             "__doc__": "Every option of a training run (see docs/running.md).",
         },
@@ -329,6 +335,9 @@ def prepare(config: Any) -> _Prepared:
     """Every check and load that can fail on bad input, before anything is written to log_path."""
     checkpoint, existing = _check_log_path(config)
     _check_model_name(config.model_name)
+    problems = preflight_problems(config)  # packages the config needs, Hub access for push_to_hub
+    if problems:
+        raise RunSetupError("pre-flight check failed; nothing was written:\n  " + "\n  ".join(problems))
     try:
         args = config.dpo_config()
     except ValueError as e:
@@ -347,6 +356,11 @@ def prepare(config: Any) -> _Prepared:
     if len(data.train) == 0:
         raise RunSetupError(f"dataset {config.dataset!r} produced no training pairs (skips: {data.skips})")
     eval_dataset = data.test if len(data.test) > 0 else None
+    if eval_dataset is None and config.do_eval:
+        raise RunSetupError(
+            f"do_eval=true but dataset {config.dataset!r} has no test pairs; set test_size=<fraction or "
+            "count> (a mixture: test_split_size) or drop do_eval"
+        )
     if eval_dataset is None and args.eval_strategy != "no":
         raise RunSetupError(
             f"eval_strategy={args.eval_strategy.value!r} but dataset {config.dataset!r} has no "
@@ -390,6 +404,7 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
     from hf_dpo.run.console import MetricsTableCallback
     from hf_dpo.run.model_card import write_model_card
     from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
+    from hf_dpo.run.reporting import route_test_metrics
     from hf_dpo.trainer import DPOTrainer
 
     resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
@@ -411,6 +426,7 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
         trainer.add_callback(callback)
     stop = StopOnSignal()
     trainer.add_callback(stop)
+    route_test_metrics(trainer)  # test/nll -> eval/test/nll in TensorBoard, wandb, ... (after every callback)
 
     if prep.checkpoint and checkpoint_covers(prep.checkpoint, config.max_steps, config.num_train_epochs):
         logger.info("%s already holds the last step; writing final/ from it", prep.checkpoint)

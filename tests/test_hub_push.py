@@ -27,6 +27,7 @@ def test_lora_run_pushes_adapter_and_merged_model_with_card(tmp_path, monkeypatc
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    _logged_in_as("me", monkeypatch)  # the pre-flight check asks the Hub who the login is
     config = load_config(
         TrainConfig,
         [
@@ -70,6 +71,52 @@ def test_lora_run_pushes_adapter_and_merged_model_with_card(tmp_path, monkeypatc
     assert "| dpo_beta | 0.2 |" in card and "r=4, alpha=8" in card and "eval_dpo_loss" in card
     assert 'AutoPeftModelForCausalLM.from_pretrained("me/tiny-dpo")' in card
     assert 'AutoModelForCausalLM.from_pretrained("me/tiny-dpo-merged")' in merged_card
+
+
+def _logged_in_as(user: str, monkeypatch, orgs: tuple[str, ...] = ()) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    whoami = {"name": user, "orgs": [{"name": o} for o in orgs]}
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self, *a, **k: whoami)
+
+
+def test_push_goes_to_hub_revision_branch(tmp_path, monkeypatch):
+    """hub_revision (TRL / handbook: hub_model_revision) is the branch both folders are pushed to."""
+    from types import SimpleNamespace
+
+    from hf_dpo.run.hub import push_run
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **k: None)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "create_branch",
+        lambda self, repo_id, branch, **k: calls.append(("branch", repo_id, branch)),
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, repo_id, folder_path, **k: calls.append(("upload", repo_id, k.get("revision"))) or "url",
+    )
+    config = SimpleNamespace(
+        dataset="hhh",
+        model_name="m",
+        hub_model_id="me/x",
+        hub_token=None,
+        hub_private_repo=None,
+        hub_revision="v1",
+    )
+    push_run(tmp_path, tmp_path, config)
+    assert calls == [
+        ("branch", "me/x", "v1"),
+        ("upload", "me/x", "v1"),
+        ("branch", "me/x-merged", "v1"),
+        ("upload", "me/x-merged", "v1"),
+    ]
+    calls.clear()
+    push_run(tmp_path, None, SimpleNamespace(**{**vars(config), "hub_revision": None}))
+    assert calls == [("upload", "me/x", None)]  # no branch: the default one
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@
 >>> data.train[0]["chosen"][0]["role"]
 'assistant'
 
-Built-ins: ``hhh``, ``helpsteer3``, ``ultrafeedback``, ``custom``, ``arithmetic``; see docs/datasets.md.
+Built-ins: ``hhh``, ``helpsteer3``, ``ultrafeedback``, ``custom``, ``arithmetic``, ``mixture``;
+see docs/datasets.md.
 """
 
-from hf_dpo.data import arithmetic, custom, helpsteer3, hh_rlhf, ultrafeedback  # noqa: F401  (registers)
+from hf_dpo.data import arithmetic, custom, helpsteer3, hh_rlhf, mixture, ultrafeedback  # noqa: F401  (registers)
 from hf_dpo.data.builder import PAIR_FEATURES, DatasetBuilder, PreferenceData
 from hf_dpo.data.registry import (
     available_builders,

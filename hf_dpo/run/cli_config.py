@@ -39,24 +39,67 @@ class _Raw(str):
     """A value typed on the command line (still text), as opposed to one already parsed from YAML."""
 
 
-def parse_argv(argv: list[str]) -> tuple[str | None, dict[str, str]]:
-    """Split ``[config.yaml] key=value ...`` into the YAML path (or None) and the ordered overrides."""
+def parse_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """Split the command line into the YAML path (or None) and the ordered overrides.
+
+    Accepted: ``[config.yaml]`` as the first argument or ``--config config.yaml`` anywhere; ``key=value``;
+    and argparse-style flags as TRL's scripts take them: ``--key value``, ``--key=value``, ``--key a b``
+    (a list), a bare ``--flag`` (true) and ``--no_flag`` (false). ``-`` in keys becomes ``_``.
+    """
     path, overrides = None, {}
-    for i, arg in enumerate(argv):
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--config", "--config_file") or arg.startswith(("--config=", "--config_file=")):
+            value, i = _flag_value(argv, i)
+            if not value:
+                raise ConfigError(f"{arg} needs a YAML file, e.g. --config recipe.yaml")
+            if path is not None:
+                raise ConfigError(f"two config files given ({path!r} and {value!r}); pass one")
+            path = value
+            continue
+        if arg.startswith("--") and "=" not in arg:
+            key = _flag_key(arg)
+            values, i = _flag_values(argv, i + 1)
+            if not values:
+                key, values = (key[3:], ["false"]) if key.startswith("no_") else (key, ["true"])
+            overrides[key] = values[0] if len(values) == 1 else [_Raw(v) for v in values]
+            continue
         if "=" in arg:
             key, value = arg.split("=", 1)
-            key = key.strip().lstrip("-").replace("-", "_")
-            if not key:
-                raise ConfigError(f"argument {arg!r} has no key; write key=value, e.g. learning_rate=1e-6")
-            overrides[key] = value
+            overrides[_flag_key(key, arg)] = value
         elif i == 0:
             path = arg
         else:
             raise ConfigError(
-                f"argument {arg!r} is not key=value; only the first argument may be a YAML file "
-                "(e.g. `run.py config.yaml learning_rate=1e-6 dpo_beta=0.1`)"
+                f"argument {arg!r} is not key=value or --key value; only the first argument may be a YAML "
+                "file (e.g. `run.py config.yaml learning_rate=1e-6 dpo_beta=0.1`, or --config config.yaml)"
             )
+        i += 1
     return path, overrides
+
+
+def _flag_key(text: str, arg: str | None = None) -> str:
+    key = text.strip().lstrip("-").replace("-", "_")
+    if not key:
+        raise ConfigError(f"argument {arg or text!r} has no key; write key=value, e.g. learning_rate=1e-6")
+    return key
+
+
+def _flag_values(argv: list[str], i: int) -> tuple[list[str], int]:
+    """The values after a ``--key`` flag: the following arguments up to the next flag or ``key=value``."""
+    values = []
+    while i < len(argv) and not argv[i].startswith("--") and "=" not in argv[i]:
+        values.append(argv[i])
+        i += 1
+    return values, i
+
+
+def _flag_value(argv: list[str], i: int) -> tuple[str | None, int]:
+    """The value of ``--name=value`` or ``--name value`` at ``argv[i]``, and the index after it."""
+    if "=" in argv[i]:
+        return argv[i].split("=", 1)[1], i + 1
+    return (argv[i + 1], i + 2) if i + 1 < len(argv) else (None, i + 1)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -81,12 +124,63 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(config_cls: type[T], argv: list[str]) -> T:
-    """Build ``config_cls`` from ``[config.yaml] key=value ...`` (overrides win over the file)."""
+    """Build ``config_cls`` from ``[config.yaml] key=value ...`` (overrides win over the file).
+
+    Optional class attributes: ``__config_resolver__(data, cli_keys) -> data`` rewrites the merged mapping
+    first (``cli_keys``: the keys given on the command line); every unknown key is then reported in one
+    error, with ``__config_key_hint__(key) -> str | None`` and ``__config_other_names__`` for the hints."""
     path, overrides = parse_argv(list(argv))
     data = read_yaml(path) if path is not None else {}
     for key, value in overrides.items():
-        _set_dotted(data, key.split("."), _Raw(value))
+        _set_dotted(data, key.split("."), value if isinstance(value, list) else _Raw(value))
+    resolver = getattr(config_cls, "__config_resolver__", None)
+    if resolver is not None:  # e.g. other tools' key names -> this config's keys (hf_dpo.run.aliases)
+        data = resolver(data, set(overrides))
+    valid_names = getattr(config_cls, "__config_other_names__", ())
+    problems = unknown_keys(config_cls, data, valid_names, getattr(config_cls, "__config_key_hint__", None))
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} unknown config key(s):\n  " + "\n  ".join(problems)
+            if len(problems) > 1
+            else problems[0]
+        )
     return config_from_dict(config_cls, data)
+
+
+def unknown_keys(
+    config_cls: type,
+    data: Mapping[str, Any],
+    other_names: Any = (),
+    hint: Any = None,
+    prefix: str = "",
+) -> list[str]:
+    """One message per key of ``data`` (nested sections included) that ``config_cls`` does not take.
+
+    ``hint(key) -> str | None`` gives a specific hint first (e.g. a key another tool knows); otherwise the
+    closest valid names (fields, ``__config_aliases__`` and ``other_names``) are suggested."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    hints = typing.get_type_hints(config_cls)
+    aliases: dict[str, str] = getattr(config_cls, "__config_aliases__", {})
+    problems = []
+    for key, value in data.items():
+        name = aliases.get(str(key), str(key))
+        if name not in fields:
+            specific = hint(prefix + str(key)) if hint is not None else None
+            if specific:
+                problems.append(f"unknown config key {prefix + str(key)!r}; {specific}")
+            else:
+                valid = list(fields) + list(aliases) + (list(other_names) if not prefix else [])
+                problems.append(_unknown_key_message(prefix + str(key), prefix, valid))
+            continue
+        section = [m for m in _members(hints[name]) if dataclasses.is_dataclass(m)]
+        if section and isinstance(value, Mapping):
+            problems += unknown_keys(section[0], value, (), hint, prefix=f"{prefix}{name}.")
+    return problems
+
+
+def _members(tp: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(tp)
+    return typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
 
 
 def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -31,15 +31,23 @@ def push_folder(
     token: str | None = None,
     private: bool | None = None,
     commit_message: str = "Upload DPO model (hf_dpo)",
+    revision: str | None = None,
 ) -> str:
-    """Create ``repo_id`` (if needed) and upload ``folder``; returns the commit URL."""
+    """Create ``repo_id`` (if needed) and upload ``folder`` (to branch ``revision``, created if needed; None:
+    the default branch); returns the commit URL."""
     from huggingface_hub import HfApi
 
     check_hub_model_id(repo_id)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
     info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        repo_type="model",
+        revision=revision,
     )
     logger.info("pushed %s to https://huggingface.co/%s", folder, repo_id)
     return str(getattr(info, "commit_url", info))
@@ -50,7 +58,9 @@ def push_run(final_dir: str | Path, merged_dir: str | Path | None, config: Any) 
     ``<hub_model_id>-merged``."""
     message = f"DPO on {config.dataset} from {config.model_name} (hf_dpo)"
     token, private = getattr(config, "hub_token", None), getattr(config, "hub_private_repo", None)
-    urls = [push_folder(final_dir, config.hub_model_id, token, private, message)]
+    revision = getattr(config, "hub_revision", None)
+    urls = [push_folder(final_dir, config.hub_model_id, token, private, message, revision)]
     if merged_dir is not None:
-        urls.append(push_folder(merged_dir, merged_repo_id(config.hub_model_id), token, private, message))
+        repo = merged_repo_id(config.hub_model_id)
+        urls.append(push_folder(merged_dir, repo, token, private, message, revision))
     return urls

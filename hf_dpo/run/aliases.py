@@ -1,0 +1,385 @@
+"""Keys of TRL's scripts (``ScriptArguments``, ``ModelConfig``, ``DatasetMixtureConfig``, ``DPOConfig``) and
+of the alignment-handbook recipes, resolved to ``TrainConfig`` keys with the same meaning.
+
+:func:`resolve_aliases` rewrites the merged YAML + command-line mapping before it is typed: each alias sets
+the ``hf_dpo`` key(s) in :data:`ALIASES` (e.g. ``model_name_or_path`` -> ``model_name``, ``lora_r`` ->
+``peft.r``, ``warmup_ratio`` -> ``warmup_steps`` as a fraction). An alias and the key it stands for given in
+the same place (both in the YAML, or both on the command line) with different values is an error naming both;
+a command-line key wins over a YAML key, as for every other override. ``dataset=`` / ``data_files=`` on the
+command line replace a dataset named in the YAML by ``dataset_name`` or a mixture. :func:`key_hint` explains
+known keys that ``hf_dpo`` does not take. docs/running.md has the table.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hf_dpo.run.cli_config import ConfigError, coerce_value
+
+logger = logging.getLogger("hf_dpo")
+
+Settings = dict[str, Any]  # dotted hf_dpo key -> value
+
+
+@dataclass(frozen=True)
+class Alias:
+    """One key of another tool: the ``hf_dpo`` key(s) it sets and how its value maps there."""
+
+    target: str  # for the docs table: the hf_dpo key(s)
+    meaning: str
+    convert: Callable[[Any, str], Settings]
+
+
+def _to(key: str, skip_null: bool = True) -> Callable[[Any, str], Settings]:
+    """The value unchanged under ``key`` (a YAML null sets nothing: the hf_dpo default stays)."""
+    return lambda value, name: {} if skip_null and _is_null(value) else {key: value}
+
+
+def _bool(value: Any, name: str) -> bool:
+    return bool(coerce_value(value, bool, name))
+
+
+def _padding_free(value: Any, name: str) -> Settings:
+    return {"batch_layout": "packed" if _bool(value, name) else "padded"}
+
+
+def _overwrite(value: Any, name: str) -> Settings:
+    return {"resume": "overwrite"} if _bool(value, name) else {}
+
+
+def _flash_attention_2(value: Any, name: str) -> Settings:
+    return {"model_init_kwargs.attn_implementation": "flash_attention_2"} if _bool(value, name) else {}
+
+
+def _revision(value: Any, name: str) -> Settings:
+    return {} if _is_null(value) or str(value) == "main" else {"model_init_kwargs.revision": str(value)}
+
+
+def _warmup_ratio(value: Any, name: str) -> Settings:
+    ratio = coerce_value(value, float, name)
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(
+            f"{name}={ratio} must be in [0, 1) (a fraction of the training steps); for a number of steps use "
+            "warmup_steps=<int>"
+        )
+    return {"warmup_steps": ratio}  # TrainingArguments 5.x: a float warmup_steps in [0, 1) is a ratio
+
+
+def _lora_task_type(value: Any, name: str) -> Settings:
+    if str(value) != "CAUSAL_LM":
+        raise ConfigError(f"{name}={value!r}: hf_dpo trains causal LMs only; use CAUSAL_LM or drop the key")
+    return {}
+
+
+def _streaming(value: Any, name: str) -> Settings:
+    if _bool(value, name):
+        raise ConfigError(f"{name}=true: streaming datasets are not supported; drop {name}")
+    return {}
+
+
+_PEFT = "use_peft + lora_*"
+_QUANT = "load_in_4bit / load_in_8bit + bnb_*"
+_DATA = "dataset_name + dataset_config / dataset_*_split"
+_MIX = "dataset_mixture / dataset_mixer + dataset_splits / datasets"
+
+ALIASES: dict[str, Alias] = {
+    "model_name_or_path": Alias(
+        "model_name", "the model: Hub id, local directory or .gguf", _to("model_name")
+    ),
+    "output_dir": Alias("log_path", "the run directory", _to("log_path", skip_null=False)),
+    "beta": Alias("dpo_beta", "DPO's β", _to("dpo_beta", skip_null=False)),
+    "overwrite_output_dir": Alias(
+        "resume=overwrite", "true: delete an earlier run in log_path (false: the default, refuse)", _overwrite
+    ),
+    "torch_dtype": Alias(
+        "model_init_kwargs.dtype", "dtype the weights load in (null: float32)", _to("model_init_kwargs.dtype")
+    ),
+    "dtype": Alias("model_init_kwargs.dtype", "same as torch_dtype", _to("model_init_kwargs.dtype")),
+    "attn_implementation": Alias(
+        "model_init_kwargs.attn_implementation",
+        "eager / sdpa / flash_attention_2 / ...",
+        _to("model_init_kwargs.attn_implementation"),
+    ),
+    "use_flash_attention_2": Alias(
+        "model_init_kwargs.attn_implementation",
+        "true: flash_attention_2 (older handbook recipes)",
+        _flash_attention_2,
+    ),
+    "trust_remote_code": Alias(
+        "model_init_kwargs.trust_remote_code",
+        "run the model repo's own code",
+        _to("model_init_kwargs.trust_remote_code"),
+    ),
+    "model_revision": Alias(
+        "model_init_kwargs.revision", "the model's Hub revision (main: the default)", _revision
+    ),
+    "padding_free": Alias("batch_layout", "true: packed (no padding); false: padded", _padding_free),
+    "hub_model_revision": Alias("hub_revision", "the branch the push goes to", _to("hub_revision")),
+    "warmup_ratio": Alias(
+        "warmup_steps",
+        "warmup as a fraction of the steps (TrainingArguments 5 reads a float < 1 so)",
+        _warmup_ratio,
+    ),
+    "preprocessing_num_workers": Alias(
+        "dataset_num_proc", "processes for dataset preprocessing (tokenization)", _to("dataset_num_proc")
+    ),
+    "lora_task_type": Alias(
+        "(checked)", "CAUSAL_LM is the only task; another value is an error", _lora_task_type
+    ),
+    "dataset_streaming": Alias("(checked)", "false; true is an error", _streaming),
+    "streaming": Alias("(checked)", "false; true is an error", _streaming),
+}
+
+# Keys that only make sense in a group; resolved together by the functions below.
+PEFT_KEYS = {
+    "lora_r": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "target_modules",
+    "lora_modules_to_save": "modules_to_save",
+}
+QUANT_KEYS = {
+    "bnb_4bit_quant_type": "bnb_4bit_quant_type",
+    "use_bnb_nested_quant": "bnb_4bit_use_double_quant",
+    "bnb_4bit_quant_storage": "bnb_4bit_quant_storage",
+    "bnb_4bit_compute_dtype": "bnb_4bit_compute_dtype",
+}
+DATASET_KEYS = {
+    "dataset_config": "config_name",
+    "dataset_train_split": "train_split",
+    "dataset_test_split": "test_split",
+}
+MIXTURE_KEYS = ("dataset_mixture", "dataset_mixer", "dataset_splits", "datasets", "test_split_size")
+GROUP_KEYS = {
+    "use_peft": (_PEFT, "true: LoRA (the peft section); false: full fine-tune"),
+    **{k: (f"peft.{v}", "with use_peft: true") for k, v in PEFT_KEYS.items()},
+    "load_in_4bit": (_QUANT, "4-bit base weights (bitsandbytes; needs use_peft: true)"),
+    "load_in_8bit": (_QUANT, "8-bit base weights (bitsandbytes; needs use_peft: true)"),
+    **{
+        k: (f"model_init_kwargs.quantization_config.{v}", "with load_in_4bit: true")
+        for k, v in QUANT_KEYS.items()
+    },
+    "dataset_name": ("dataset (+ dataset_options.path)", "a builder name, a builder's Hub id, else custom"),
+    **{k: (f"dataset_options.{v}", "with dataset_name") for k, v in DATASET_KEYS.items()},
+    "dataset_mixture": (
+        "dataset=mixture",
+        "handbook: {datasets: [{id, config, split, columns, weight}], seed, test_split_size}",
+    ),
+    "dataset_mixer": ("dataset=mixture", "older handbook: {id: weight}"),
+    "dataset_splits": ("dataset=mixture", "older handbook: [train split, test split]"),
+    "datasets": ("dataset=mixture", "TRL: [{path, name, split, columns, fraction, data_files, data_dir}]"),
+    "test_split_size": ("dataset_options.test_size", "TRL: test share carved from the mixture"),
+}
+
+# Keys of TRL / the handbook that hf_dpo does not take, with what to do instead.
+UNSUPPORTED = {
+    "chat_template": "a template string in the config is not supported; the tokenizer's own chat template is "
+    "used, or pick one with renderer_name=...",
+    "use_rslora": "rsLoRA is not supported by the peft section (r, lora_alpha, lora_dropout, target_modules, "
+    "bias, modules_to_save)",
+    "use_dora": "DoRA is not supported by the peft section",
+    "lora_target_parameters": "not supported; use lora_target_modules (peft.target_modules)",
+    "ignore_bias_buffers": "not needed: hf_dpo's DDP path has no bool buffers to ignore; drop it",
+    "env": "set environment variables in the shell instead",
+    "ref_model_init_kwargs": "the reference is a copy of the policy (or the base model under LoRA); drop it",
+    "model_adapter_name": "not supported; drop it",
+    "ref_adapter_name": "not supported; drop it",
+    "reference_free": "not supported; the loss always uses a reference",
+    "f_divergence_type": "not a config key of hf_dpo; set loss_type (one name)",
+    "loss_weights": "not a config key of hf_dpo; set loss_type (one name)",
+    "max_completion_length": "not supported; use max_length (prompt + completion) and max_prompt_length",
+    "truncation_mode": "not supported; prompts keep their end (latest turns), completions their start",
+    "generate_during_eval": "not supported; see hf_dpo.eval for generation evaluations",
+}
+
+
+def key_hint(key: str) -> str | None:
+    """A specific hint for an unknown key that TRL or the handbook knows (None for any other key)."""
+    if key in UNSUPPORTED:
+        return f"a TRL / alignment-handbook key that hf_dpo does not take: {UNSUPPORTED[key]}"
+    return None
+
+
+def alias_names() -> list[str]:
+    """Every key resolved here (for did-you-mean hints)."""
+    return [*ALIASES, *GROUP_KEYS]
+
+
+# ---- resolution -------------------------------------------------------------------------------------------
+def resolve_aliases(
+    data: Mapping[str, Any], cli_keys: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """``data`` (the YAML mapping with the command-line overrides applied) with every alias replaced by the
+    ``hf_dpo`` key(s) it stands for. ``cli_keys``: the (dotted) keys given on the command line."""
+    data = copy.copy(dict(data))
+    _drop_replaced_dataset(data, cli_keys)
+    settings: list[tuple[str, Any, str]] = []  # (hf_dpo key, value, the alias that set it)
+    for name in [k for k in data if k in ALIASES]:
+        settings += [(key, v, name) for key, v in ALIASES[name].convert(data.pop(name), name).items()]
+    settings += _peft_settings(data)
+    settings += _quantization_settings(data, settings)
+    settings += _dataset_settings(data)
+    settings += _mixture_settings(data)
+    for key, value, alias in settings:
+        _apply(data, key, value, alias, cli_keys)
+    return data
+
+
+def _apply(
+    data: dict[str, Any], key: str, value: Any, alias: str, cli_keys: set[str] | frozenset[str]
+) -> None:
+    """Set dotted ``key``; if it is already set to another value, the command line wins over the YAML, and
+    two settings from the same place are an error naming both keys."""
+    parts = key.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {} if node.get(part) in (None, True) else node[part]
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {alias!r} sets {key!r}, but {part!r} is not a section here")
+    last = parts[-1]
+    if value == {} and isinstance(node.get(last), dict):
+        return  # "this section is on" and it already is
+    if last in node and not _same(node[last], value):
+        alias_from_cli = alias in cli_keys
+        key_from_cli = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in cli_keys)
+        if alias_from_cli == key_from_cli:
+            raise ConfigError(
+                f"config keys {alias!r} and {key!r} both set {key!r}, to {_show(value)} and "
+                f"{_show(node[last])} "
+                f"({alias!r} is the TRL / alignment-handbook name for it); keep one"
+            )
+        if key_from_cli:
+            return  # the command line wins
+    node[last] = value
+
+
+def _drop_replaced_dataset(data: dict[str, Any], cli_keys: set[str] | frozenset[str]) -> None:
+    """``dataset=`` / ``data_files=`` / ``dataset_name=`` on the command line replace a dataset that the YAML
+    names with ``dataset_name`` (and its split keys) or a mixture."""
+    if not cli_keys & {"dataset", "data_files", "dataset_name"}:
+        return
+    family = ["dataset_name", *DATASET_KEYS, *MIXTURE_KEYS]
+    dropped = [k for k in family if k in data and k not in cli_keys]
+    for key in dropped:
+        del data[key]
+    if dropped:
+        logger.info("hf_dpo: the command line's dataset replaces the YAML's %s", ", ".join(dropped))
+        if "dataset" not in cli_keys and "dataset_name" not in cli_keys:
+            data["dataset"] = "custom"  # data_files alone: the generic builder
+            data.pop("dataset_options", None)
+
+
+def _peft_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    given = [k for k in PEFT_KEYS if k in data]
+    if "use_peft" not in data:
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} given without use_peft: add use_peft=true for LoRA (as in TRL), or use "
+                "the peft section (peft.r=16, ...)"
+            )
+        return []
+    if not _bool(data.pop("use_peft"), "use_peft"):
+        if given:
+            logger.warning(
+                "hf_dpo: use_peft is false, so %s have no effect (full fine-tune)", ", ".join(given)
+            )
+            for key in given:
+                data.pop(key)
+        return []
+    values = {k: data.pop(k) for k in given}
+    return [("peft", {}, "use_peft")] + [
+        (f"peft.{PEFT_KEYS[k]}", v, k) for k, v in values.items() if not _is_null(v)
+    ]
+
+
+def _quantization_settings(
+    data: dict[str, Any], settings: list[tuple[str, Any, str]]
+) -> list[tuple[str, Any, str]]:
+    four = _bool(data.pop("load_in_4bit", False), "load_in_4bit")
+    eight = _bool(data.pop("load_in_8bit", False), "load_in_8bit")
+    given = [k for k in QUANT_KEYS if k in data]
+    if four and eight:
+        raise ConfigError("load_in_4bit and load_in_8bit are both true; choose one")
+    if not (four or eight):
+        if given:
+            logger.warning("hf_dpo: %s have no effect without load_in_4bit: true", ", ".join(given))
+            for key in given:
+                data.pop(key)
+        return []
+    flag = "load_in_4bit" if four else "load_in_8bit"
+    if not any(key == "peft" or key.startswith("peft.") for key, _, _ in settings) and "peft" not in data:
+        raise ConfigError(
+            f"{flag}=true quantizes the base weights, which can then only be trained through LoRA "
+            "adapters: add use_peft=true (QLoRA)"
+        )
+    section = "model_init_kwargs.quantization_config"
+    out = [(f"{section}.{flag}", True, flag)]
+    if four:
+        values = {k: data.pop(k) for k in given}
+        out += [(f"{section}.{QUANT_KEYS[k]}", v, k) for k, v in values.items() if not _is_null(v)]
+        dtype = next((v for key, v, _ in settings if key == "model_init_kwargs.dtype"), None)
+        if dtype is not None and "bnb_4bit_compute_dtype" not in given:  # TRL: compute dtype = dtype
+            out.append(
+                (f"{section}.bnb_4bit_compute_dtype", str(dtype).removeprefix("torch."), "torch_dtype")
+            )
+    elif given:
+        raise ConfigError(f"{', '.join(given)} apply to load_in_4bit only; drop them with load_in_8bit")
+    return out
+
+
+def _dataset_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    given = [k for k in DATASET_KEYS if k in data]
+    if "dataset_name" not in data:
+        if given and not any(k in data for k in MIXTURE_KEYS):
+            raise ConfigError(
+                f"{', '.join(given)} given without dataset_name; add dataset_name=... or drop them"
+            )
+        for key in given:  # TRL ignores them next to a mixture
+            logger.warning("hf_dpo: %s has no effect next to a dataset mixture", key)
+            data.pop(key)
+        return []
+    name = str(data.pop("dataset_name"))
+    builder, options = resolve_source(name)
+    out = [("dataset", builder, "dataset_name")]
+    out += [(f"dataset_options.{k}", v, "dataset_name") for k, v in options.items()]
+    out += [(f"dataset_options.{DATASET_KEYS[k]}", data.pop(k), k) for k in given]
+    return out
+
+
+def _mixture_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    from hf_dpo.data.mixture import mixture_options
+
+    present = {k: data.pop(k) for k in MIXTURE_KEYS if k in data}
+    if not present:
+        return []
+    options = mixture_options(present)
+    return [("dataset", "mixture", next(iter(present)))] + [
+        (f"dataset_options.{k}", v, next(iter(present))) for k, v in options.items()
+    ]
+
+
+def resolve_source(name: str) -> tuple[str, dict[str, Any]]:
+    """A dataset name -> (builder, options): a registered builder name; the Hub id a builder reads by default
+    (e.g. ``HuggingFaceH4/ultrafeedback_binarized`` -> ``ultrafeedback``); else ``custom`` with ``path``."""
+    from hf_dpo.data.mixture import source_builder
+
+    return source_builder(name)
+
+
+# ---- small helpers ----------------------------------------------------------------------------------------
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~", ""))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or str(a) == str(b)
+
+
+def _show(value: Any) -> str:
+    return repr(str(value)) if isinstance(value, str) else repr(value)

@@ -1,0 +1,155 @@
+"""Checks that a run can finish, made before ``log_path`` is touched: the optional packages the config needs
+and, with ``push_to_hub``, Hub access to ``hub_model_id``. :func:`preflight_problems` lists every problem
+found (empty: all clear); the run stops with all of them in one error instead of failing hours later."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+logger = logging.getLogger("hf_dpo")
+
+# report_to backend -> the packages that provide it (any one is enough), as transformers imports them.
+REPORT_PACKAGES = {
+    "wandb": ("wandb",),
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+    "neptune": ("neptune",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "swanlab": ("swanlab",),
+    "trackio": ("trackio",),
+    "codecarbon": ("codecarbon",),
+    "azure_ml": ("azureml",),
+    "flyte": ("flytekit",),
+    "dagshub": ("dagshub",),
+    "kubeflow": ("kubeflow",),
+}
+# optim name prefix -> package (bitsandbytes: adamw_bnb_8bit, paged_adamw_32bit, lion_8bit, ...)
+OPTIM_PACKAGES = {
+    "adamw_torch_4bit": "torchao",
+    "adamw_torch_8bit": "torchao",
+    "paged_": "bitsandbytes",
+    "adamw_bnb": "bitsandbytes",
+    "adamw_8bit": "bitsandbytes",
+    "ademamix": "bitsandbytes",
+    "lion_": "bitsandbytes",
+    "rmsprop_bnb": "bitsandbytes",
+    "galore": "galore_torch",
+    "apollo": "apollo_torch",
+    "lomo": "lomo_optim",
+    "adalomo": "lomo_optim",
+    "grokadamw": "grokadamw",
+    "schedule_free": "schedulefree",
+    "stable_adamw": "optimi",
+    "adamw_anyprecision": "torchdistx",
+}
+ATTENTION_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def package_problems(config: Any) -> list[str]:
+    """One line per optional package that ``config`` needs and that is not installed."""
+    needs: list[tuple[str, tuple[str, ...]]] = []  # (what needs it, packages: any one will do)
+    report_to = config.report_to
+    backends = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for backend in backends:
+        if backend in ("none", "all"):
+            continue
+        if backend not in REPORT_PACKAGES:
+            return [
+                f"report_to={backend!r} is not a reporting backend; use one of {', '.join(REPORT_PACKAGES)} "
+                "or none"
+            ]
+        needs.append((f"report_to={backend}", REPORT_PACKAGES[backend]))
+    if config.use_liger_kernel:
+        needs.append(("use_liger_kernel=true", ("liger_kernel",)))
+    optim = str(getattr(config.optim, "value", config.optim))
+    for prefix, package in OPTIM_PACKAGES.items():
+        if optim.startswith(prefix):
+            needs.append((f"optim={optim}", (package,)))
+            break
+    init = config.model_init_kwargs or {}
+    quantization = init.get("quantization_config")
+    if isinstance(quantization, dict) and (
+        quantization.get("load_in_4bit") or quantization.get("load_in_8bit")
+    ):
+        needs.append(("load_in_4bit / load_in_8bit (quantization_config)", ("bitsandbytes",)))
+    attention = init.get("attn_implementation")
+    if attention in ATTENTION_PACKAGES:
+        needs.append((f"attn_implementation={attention}", (ATTENTION_PACKAGES[attention],)))
+    if config.deepspeed:
+        needs.append(("deepspeed=...", ("deepspeed",)))
+    return [
+        f"{what} needs the package {' or '.join(packages)}, which is not installed "
+        f"(pip install {packages[0].replace('_', '-')}), or drop that setting"
+        for what, packages in needs
+        if not any(installed(p) for p in packages)
+    ]
+
+
+def hub_problems(config: Any) -> list[str]:
+    """With ``push_to_hub``: the Hub is reachable, the login works and its user may write ``hub_model_id``."""
+    if not config.push_to_hub:
+        return []
+    repo_id = config.hub_model_id
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return [
+            f"push_to_hub=true but HF_HUB_OFFLINE is set, so {repo_id!r} cannot be pushed at the end; unset "
+            "HF_HUB_OFFLINE or set push_to_hub=false"
+        ]
+    from huggingface_hub import HfApi
+
+    try:
+        who = HfApi(token=config.hub_token).whoami()
+    except Exception as e:  # noqa: BLE001 - network and auth errors come in many types; each is reported
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return [
+            f"push_to_hub=true but the Hub login cannot be checked ({reason}). Log in (`hf auth login` or "
+            "HF_TOKEN=...), check the network, or set push_to_hub=false"
+        ]
+    owner = repo_id.split("/")[0]
+    names = {who.get("name")} | {org.get("name") for org in who.get("orgs", []) if isinstance(org, dict)}
+    if owner not in names:
+        return [
+            f"push_to_hub=true but the Hub user {who.get('name')!r} cannot create repos under {owner!r} "
+            f"(hub_model_id={repo_id!r}; your namespaces: {', '.join(sorted(n for n in names if n))}); "
+            "use one of them"
+        ]
+    return []
+
+
+def hub_warnings(config: Any) -> None:
+    """Log what the push does where a TRL setting would suggest otherwise (nothing is ignored silently)."""
+    strategy = str(getattr(config.hub_strategy, "value", config.hub_strategy))
+    if config.push_to_hub and strategy != "end":
+        logger.warning(
+            "hf_dpo: hub_strategy=%s: the run pushes final/ once, at the end of training; "
+            "checkpoints are not uploaded",
+            strategy,
+        )
+
+
+def preflight_problems(config: Any) -> list[str]:
+    """Every problem found (packages, then the Hub); each line says what to change."""
+    hub_warnings(config)
+    return option_problems(config) + package_problems(config) + hub_problems(config)
+
+
+def option_problems(config: Any) -> list[str]:
+    """TrainingArguments flags that this command cannot honour (``do_train`` is not one: like TRL's scripts,
+    the command always trains; ``do_eval=true`` is checked against the test split once the data is built)."""
+    if config.do_predict:
+        return ["do_predict=true: hf-dpo-train has no predict step; drop do_predict"]
+    return []
