@@ -207,13 +207,7 @@ def test_reference_free_losses_hold_no_reference(tmp_path, char_tokenizer):
 
 @pytest.mark.parametrize(
     ("loss_type", "extra"),
-    [
-        ("ipo", {"beta": 0.5}),
-        ("apo_zero", {}),
-        ("bco_pair", {}),
-        ("simpo", {}),
-        ("orpo", {"learning_rate": 1e-2}),
-    ],
+    [("ipo", {"beta": 0.5}), ("hinge", {}), ("simpo", {}), ("orpo", {"orpo_lambda": 1.0})],
 )
 def test_each_loss_family_learns_the_copy_task(tmp_path, char_tokenizer, loss_type, extra):
     trainer = DPOTrainer(
@@ -227,8 +221,10 @@ def test_each_loss_family_learns_the_copy_task(tmp_path, char_tokenizer, loss_ty
     trainer.train()
     after = trainer.evaluate()
     assert after["eval_dpo_loss"] < before["eval_dpo_loss"], (before, after)
-    # the policy now prefers the right letter: log π(chosen) − log π(rejected) > 0 on most held-out pairs
-    assert after["eval_logps/chosen"] - after["eval_logps/rejected"] > 1.0, after
+    # the policy now prefers the right letter on held-out pairs (chosen and rejected have equal lengths, so
+    # every family's reward orders them like log π(chosen) vs log π(rejected))
+    assert before["eval_accuracy"] <= 0.75 < after["eval_accuracy"], (before, after)
+    assert after["eval_logps/chosen"] > after["eval_logps/rejected"], after
 
 
 # ---- MoE router auxiliary loss ----
@@ -376,7 +372,7 @@ def test_truncation_mode_keep_end(char_tokenizer):
     # a completion longer than max_length keeps its end; one prompt token stays as context
     long = tokenize_row({**row, "chosen": "abcdefghij"}, 0, char_tokenizer, None, 6, None, "keep_end")
     assert long["prompt_ids"] == ids["0123456789"][-1:]
-    assert long["chosen_ids"] == char_tokenizer.convert_tokens_to_ids(list("fghij")) + eos
+    assert long["chosen_ids"] == char_tokenizer.convert_tokens_to_ids(list("ghij")) + eos  # 6 − 1 prompt
     # composed with max_prompt_length (applied first, keeps the prompt's end)
     both = tokenize_row(row, 0, char_tokenizer, None, 20, 4, "keep_end")
     assert both["prompt_ids"] == ids["0123456789"][-4:]
