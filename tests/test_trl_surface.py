@@ -146,7 +146,7 @@ def test_trainer_first_step_loss_is_the_pure_function(tmp_path, char_tokenizer, 
     trainer, loss, policy, ref = _first_step_loss(tmp_path, char_tokenizer, loss_type=loss_type, **extra)
     logps, _ = _independent(policy, ref, char_tokenizer, ROWS)
     expected = preference_loss(logps, LossConfig.from_args(trainer.args)).losses.mean()
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert isinstance(trainer.reference, NoReference) == (not needs_reference(loss_type))
 
 
