@@ -10,7 +10,9 @@ from typing import Any
 from transformers import TrainingArguments
 
 from hf_dpo.batching.layouts import available_layouts
-from hf_dpo.objective.losses import LOSS_TYPES
+from hf_dpo.objective.losses import LOSS_TYPES, LossConfig
+
+TRUNCATION_MODES = ("keep_start", "keep_end")
 
 
 @dataclass
@@ -28,9 +30,43 @@ class DPOConfig(TrainingArguments):
     )
 
     beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL penalty (> 0)."})
-    loss_type: str = field(default="sigmoid", metadata={"help": f"One of {', '.join(LOSS_TYPES)}."})
+    loss_type: str | list[str] = field(
+        default="sigmoid",
+        metadata={"help": f"One of {', '.join(LOSS_TYPES)}, or a list of them (summed with loss_weights)."},
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per loss_type entry (None: 1.0 each)."}
+    )
     label_smoothing: float = field(
-        default=0.0, metadata={"help": "ε in [0, 0.5): assumed label-flip rate (cDPO with sigmoid; robust)."}
+        default=0.0,
+        metadata={
+            "help": "ε in [0, 0.5): label-flip rate (cDPO with sigmoid; robust; aot); exo_pair: (0, 1)."
+        },
+    )
+    f_divergence_type: str = field(
+        default="reverse_kl",
+        metadata={
+            "help": "f-DPO divergence: reverse_kl (DPO), forward_kl, js_divergence or alpha_divergence."
+        },
+    )
+    f_alpha_divergence_coef: float = field(default=0.5, metadata={"help": "α of alpha_divergence."})
+    discopop_tau: float = field(default=0.05, metadata={"help": "τ of the discopop loss."})
+    simpo_beta: float = field(default=2.0, metadata={"help": "β of loss_type='simpo' (SimPO: 2 to 10)."})
+    simpo_gamma: float = field(
+        default=1.0, metadata={"help": "Target reward margin γ of loss_type='simpo' (SimPO: γ/β ≈ 0.5)."}
+    )
+    orpo_lambda: float = field(
+        default=0.1, metadata={"help": "λ, weight of the odds-ratio term of loss_type='orpo' (ORPO: 0.1)."}
+    )
+    use_weighting: bool = field(
+        default=False,
+        metadata={"help": "WPO: weight each pair's loss by the policy's own-likelihood weights."},
+    )
+    ld_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "LD-DPO: weight α in [0, 1] of completion tokens past the shorter completion's length."
+        },
     )
     rpo_alpha: float = field(
         default=0.0, metadata={"help": "Weight of the per-token NLL of the chosen completion (RPO); 0 = off."}
@@ -43,6 +79,30 @@ class DPOConfig(TrainingArguments):
         metadata={
             "help": "Max prompt tokens (None: no separate cap); longer prompts keep their end (latest turns)."
         },
+    )
+    truncation_mode: str = field(
+        default="keep_start",
+        metadata={
+            "help": "keep_start: cut completions' ends to fit max_length; keep_end: cut the prompt's start."
+        },
+    )
+    padding_free: bool = field(
+        default=False, metadata={"help": "True: a padding-free batch_layout ('packed' under 'auto')."}
+    )
+    pad_token: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer pad token (default: its own, else EOS); must be in the vocabulary."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Passed to from_pretrained of model, reference and tokenizer."}
+    )
+    activation_offloading: bool = field(
+        default=False,
+        metadata={"help": "Keep activations saved for backward in CPU memory during the forward."},
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "MoE router load-balancing loss weight (None: the model config's; 0: off)."},
     )
     disable_dropout: bool = field(
         default=True, metadata={"help": "Zero all dropout in policy and reference."}
@@ -86,6 +146,7 @@ class DPOConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         self._validate_dpo_fields()
+        self._validate_objective_fields()
         super().__post_init__()
 
     def _validate_dpo_fields(self) -> None:
@@ -94,12 +155,6 @@ class DPOConfig(TrainingArguments):
                 f"DPOConfig.beta must be > 0 and finite, got {self.beta}. Typical values: 0.01 to 0.5."
             )
         self._validate_schedule()
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(
-                f"DPOConfig.loss_type {self.loss_type!r} is unknown; use one of {', '.join(LOSS_TYPES)}."
-            )
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
         if self.batch_layout != "auto" and self.batch_layout not in available_layouts():
             raise ValueError(
                 f"DPOConfig.batch_layout {self.batch_layout!r} is unknown; use 'auto' or one of "
@@ -156,6 +211,51 @@ class DPOConfig(TrainingArguments):
                 f"num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}): the run would train "
                 "zero steps. Set num_train_epochs=1 or max_steps=<N>."
             )
+
+    def _validate_objective_fields(self) -> None:
+        """The loss fields (checked by building ``LossConfig``), WPO / LD-DPO, truncation, padding-free."""
+        types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        unknown = [t for t in types if t not in LOSS_TYPES]
+        if unknown or not types:
+            raise ValueError(
+                f"DPOConfig.loss_type {self.loss_type!r} is unknown; use one of {', '.join(LOSS_TYPES)} "
+                "or a list of them."
+            )
+        smoothing_range = (0.0, 1.0) if types == ["exo_pair"] else (0.0, 0.5)
+        if not smoothing_range[0] <= self.label_smoothing < smoothing_range[1]:
+            raise ValueError(
+                f"DPOConfig.label_smoothing must be in [{smoothing_range[0]}, {smoothing_range[1]}) for loss "
+                f"types {types}, got {self.label_smoothing}."
+            )
+        try:
+            LossConfig.from_args(self)
+        except ValueError as err:
+            raise ValueError(f"DPOConfig: {err}") from err
+        if self.use_weighting and {"aot", "aot_unpaired"} & set(types):
+            raise ValueError(
+                "DPOConfig.use_weighting=True (WPO) cannot be combined with loss_type 'aot'/'aot_unpaired': "
+                "those losses sort pairs across the batch, so per-pair weights would be misaligned."
+            )
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"DPOConfig.ld_alpha must be in [0, 1] or None, got {self.ld_alpha}.")
+        if self.truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(
+                f"DPOConfig.truncation_mode {self.truncation_mode!r} is unknown; use one of "
+                f"{', '.join(TRUNCATION_MODES)}."
+            )
+        if self.router_aux_loss_coef is not None and self.router_aux_loss_coef < 0:
+            raise ValueError(
+                f"DPOConfig.router_aux_loss_coef must be >= 0 or None, got {self.router_aux_loss_coef}."
+            )
+        if self.padding_free:
+            if self.batch_layout == "auto":
+                self.batch_layout = "packed"
+            elif self.batch_layout == "padded":
+                raise ValueError(
+                    "DPOConfig.padding_free=True contradicts batch_layout='padded'; use batch_layout='auto', "
+                    "'packed' or 'prefix_shared' (all padding-free)."
+                )
+
 
 def dpo_default(name: str) -> Any:
     """The default of ``DPOConfig.<name>``: the one place a default is written, so that the CLI, data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,11 +16,12 @@ from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 from hf_dpo.batching.layouts import choose_layout
 from hf_dpo.config import DPOConfig
 from hf_dpo.modeling.adapters import check_quantization_support, prepare_peft_model, save_merged_model
-from hf_dpo.modeling.forward import ChosenRejectedLogps, sequence_logps
-from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer
-from hf_dpo.objective.losses import PreferenceLogps, dpo_loss, sft_loss
+from hf_dpo.modeling.forward import ChosenRejectedLogps, add_ld_weights, sequence_logps
+from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer, set_pad_token
+from hf_dpo.modeling.unwrap import base_causal_lm
+from hf_dpo.objective.losses import LossConfig, PreferenceLogps, needs_reference, preference_loss, sft_loss
 from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
-from hf_dpo.reference.policies import PrecomputedReference, make_reference
+from hf_dpo.reference.policies import NoReference, PrecomputedReference, make_reference
 from hf_dpo.reference.precompute import precompute_reference
 from hf_dpo.reference.sync import RefSyncCallback
 from hf_dpo.run import finite
@@ -71,7 +73,7 @@ class DPOTrainer(Trainer):
             for m in (model, ref_model):
                 if m is not None:
                     disable_dropout(m)
-        self.reference = make_reference(model, ref_model, fresh_adapter)
+        self.reference = make_reference(model, ref_model, fresh_adapter, needs_reference(args.loss_type))
         if data_collator is None:  # the fastest layout exact for both models, its mask form decided once
             pad_id = pad_token_id_for(processing_class)
             layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
@@ -94,6 +96,7 @@ class DPOTrainer(Trainer):
                 "batch is one set of pairs. Launch one process per GPU instead: `accelerate launch "
                 "--num_processes N ...` or `torchrun --nproc_per_node N ...`."
             )
+        self._setup_objective()
         self._place_reference()
         if args.sync_ref_model:
             sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
@@ -102,9 +105,37 @@ class DPOTrainer(Trainer):
         self._log_window = _LogWindow()
         self.add_callback(self._log_window)
 
+    def _setup_objective(self) -> None:
+        """The loss settings, built once from ``args``: ``loss_config``, the MoE router auxiliary loss
+        (``aux_loss_enabled``, ``router_aux_loss_coef``: the argument, else the model config's, as TRL) and
+        activation offloading."""
+        args: DPOConfig = self.args
+        self.loss_config = LossConfig.from_args(args)
+        if isinstance(self.reference, NoReference) and (args.sync_ref_model or args.precompute_ref_log_probs):
+            raise ValueError(
+                f"loss_type {args.loss_type!r} is reference-free, so there is no reference to sync or "
+                "precompute; set sync_ref_model=False and precompute_ref_log_probs=False."
+            )
+        model_config = getattr(base_causal_lm(self.model), "config", None)
+        text_config = model_config.get_text_config() if model_config is not None else None
+        is_moe = hasattr(text_config, "output_router_logits")
+        coef = args.router_aux_loss_coef
+        if coef and not is_moe:
+            raise ValueError(
+                f"router_aux_loss_coef={coef} but {type(base_causal_lm(self.model)).__name__} is not a "
+                "Mixture-of-Experts model that returns router logits; there is no auxiliary loss to weight. "
+                "Leave router_aux_loss_coef=None."
+            )
+        self.router_aux_loss_coef = float(
+            getattr(text_config, "router_aux_loss_coef", 0.0) or 0.0 if coef is None else coef
+        )
+        self.aux_loss_enabled = is_moe and self.router_aux_loss_coef != 0.0
+
     def _place_reference(self) -> None:
         """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device; with
         ``precompute_ref_log_probs``, replace it by its log-probs as dataset columns."""
+        if isinstance(self.reference, NoReference):
+            return
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         if sharded and getattr(self.reference, "model", None) is not None:
             from hf_dpo.reference.sharding import prepare_frozen_model
@@ -141,6 +172,7 @@ class DPOTrainer(Trainer):
                 args.max_prompt_length,
                 args.dataset_num_proc,
                 split,
+                args.truncation_mode,
             )
         return tokenized
 
@@ -152,22 +184,40 @@ class DPOTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean DPO loss of the batch. During training, per-pair losses are summed and divided by the pairs
-        of the whole optimizer step across processes (``num_items_in_batch``), times the process count
-        (data-parallel backends average gradients), so every pair weighs the same under gradient
-        accumulation and uneven batches."""
+        """Mean loss of the batch: ``preference_loss`` with ``loss_config`` (times the WPO weights with
+        ``use_weighting``), plus ``rpo_alpha`` · NLL and the MoE router loss. During training, per-pair losses
+        are summed and divided by the pairs of the whole optimizer step across processes
+        (``num_items_in_batch``), times the process count (data-parallel backends average gradients), so
+        every pair weighs the same under gradient accumulation and uneven batches."""
         args: DPOConfig = self.args
-        policy = sequence_logps(model, inputs, args.logprob_chunk_size)
-        ref = self._reference_logps(model, inputs)
-        out = dpo_loss(
-            PreferenceLogps.from_records(policy, ref), args.beta, args.loss_type, args.label_smoothing
+        if args.ld_alpha is not None:
+            inputs = add_ld_weights(inputs, args.ld_alpha)  # policy and reference log-probs alike
+        offload = args.activation_offloading and torch.is_grad_enabled() and model.training
+        offloading = (
+            torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
+            if offload
+            else contextlib.nullcontext()
         )
+        with offloading:  # activation_offloading: tensors saved for backward wait in CPU memory
+            policy = sequence_logps(
+                model,
+                inputs,
+                args.logprob_chunk_size,
+                wpo_weights=args.use_weighting,
+                output_router_logits=self.aux_loss_enabled,
+            )
+        ref = self._reference_logps(model, inputs)
+        out = preference_loss(PreferenceLogps.from_records(policy, ref), self.loss_config)
         losses = out.losses
+        if args.use_weighting:  # WPO (Zhou et al. 2024, arXiv:2406.11827, Eq. 2): w(y_w)·w(y_l) per pair
+            losses = losses * (policy.chosen_weights * policy.rejected_weights)
         if args.rpo_alpha:
             losses = losses + args.rpo_alpha * sft_loss(policy.chosen_logps, policy.chosen_num_tokens)
-        self._metric_sums["train" if model.training else "eval"].add(
-            batch_sums(out, policy, inputs["num_tokens"])
-        )
+        sums = batch_sums(out, policy, inputs["num_tokens"])
+        if self.aux_loss_enabled:  # a per-batch scalar, weighted by the batch's pairs like the pair losses
+            losses = losses + self.router_aux_loss_coef * policy.aux_loss
+            sums["aux_loss"] = policy.aux_loss.detach() * losses.shape[0]
+        self._metric_sums["train" if model.training else "eval"].add(sums)
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
@@ -176,8 +226,11 @@ class DPOTrainer(Trainer):
             return loss, {"chosen_rewards": out.chosen_rewards, "rejected_rewards": out.rejected_rewards}
         return loss
 
-    def _reference_logps(self, model: torch.nn.Module, inputs: dict[str, Any]) -> ChosenRejectedLogps:
-        """Precomputed columns when the batch has them, else a no-grad forward of the reference policy."""
+    def _reference_logps(self, model: torch.nn.Module, inputs: dict[str, Any]) -> ChosenRejectedLogps | None:
+        """Precomputed columns when the batch has them, else a no-grad forward of the reference policy; None
+        for reference-free losses."""
+        if isinstance(self.reference, NoReference):
+            return None
         if PrecomputedReference.has_columns(inputs):
             return PrecomputedReference().logps(model, inputs, self.args.logprob_chunk_size)
         with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
@@ -278,14 +331,16 @@ def _load_models(
     model: PreTrainedModel | str, ref_model: PreTrainedModel | str | None, tokenizer: Any, args: DPOConfig
 ) -> tuple[PreTrainedModel, PreTrainedModel | None, Any]:
     """Load what is given by name (with ``args.model_init_kwargs``) and the tokenizer if none is given."""
-    init_kwargs = args.model_init_kwargs or {}
+    remote = {"trust_remote_code": True} if args.trust_remote_code else {}
+    init_kwargs = {**remote, **(args.model_init_kwargs or {})}
     if isinstance(model, str):
         check_quantization_support(init_kwargs)
-        tokenizer = tokenizer or load_tokenizer(model)
+        tokenizer = tokenizer or load_tokenizer(model, **remote)
         model = load_causal_lm(model, **init_kwargs)
     if isinstance(ref_model, str):
         ref_model = load_causal_lm(ref_model, **init_kwargs)
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path, **remote)
+    set_pad_token(tokenizer, args.pad_token, model)
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
     return model, ref_model, tokenizer

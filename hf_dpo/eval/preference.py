@@ -13,7 +13,7 @@ from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 from hf_dpo.eval.loading import ModelPair
 from hf_dpo.eval.stats import preference_metrics, preference_values
 from hf_dpo.modeling.forward import sequence_logps
-from hf_dpo.objective.losses import PreferenceLogps
+from hf_dpo.objective.losses import LossConfig, PreferenceLogps
 from hf_dpo.tokens.tokenization import tokenize_dataset
 
 
@@ -62,6 +62,7 @@ def evaluate_preference(
     *,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
+    loss_config: LossConfig | None = None,
     max_length: int | None = 1024,
     max_prompt_length: int | None = 512,
     batch_size: int = 8,
@@ -73,6 +74,9 @@ def evaluate_preference(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Tokenize ``dataset`` as in training, score every pair, and return (metrics with CIs, per-pair values).
 
+    ``loss_config`` (default ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``) is the
+    training objective, so ``dpo_loss`` is the loss the trainer reports on the same pairs.
+
     Metrics: ``accuracy``, ``margin``, ``chosen_reward``, ``rejected_reward``, ``dpo_loss``, ``log_ratio``,
     ``log_ratio_per_token``, ``test/nll`` (each ``{"value", "ci_low", "ci_high", ...}``), plus
     ``num_pairs`` and ``skips``.
@@ -81,7 +85,9 @@ def evaluate_preference(
         dataset, pair.tokenizer, renderer, max_length, max_prompt_length, split_name="eval"
     )
     logps, chosen_tokens, rejected_tokens = pair_logps(pair, tokenized, batch_size, chunk_size, show_progress)
-    values = preference_values(logps, chosen_tokens, rejected_tokens, beta, loss_type, label_smoothing)
+    values = preference_values(
+        logps, chosen_tokens, rejected_tokens, beta, loss_type, label_smoothing, loss_config
+    )
     metrics: dict[str, Any] = preference_metrics(values, bootstrap_samples, confidence, seed)
     metrics["num_pairs"] = len(tokenized)
     metrics["skips"] = dict(skips)

@@ -71,6 +71,23 @@ def _test_data(
     return test, renderer, {"name": dataset_name, "options": options, "test_rows": len(test)}
 
 
+def _loss_config(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
+    """The run's objective (``LossConfig``): β, loss type and label smoothing as the eval config or the run
+    sets them; the other loss fields from the run (their defaults without one)."""
+    import dataclasses
+
+    from hf_dpo.objective.losses import LossConfig
+
+    names = [f.name for f in dataclasses.fields(LossConfig) if f.init]
+    fields = {k: run[k] for k in names if run.get(k) is not None}
+    fields.update(
+        beta=beta,
+        loss_type=_setting(config, run, "loss_type", dpo_default("loss_type")),
+        label_smoothing=float(_setting(config, run, "label_smoothing", dpo_default("label_smoothing"))),
+    )
+    return LossConfig(**fields)
+
+
 def _preference(
     pair: ModelPair, config: EvalConfig, run: Mapping[str, Any], test: Any, renderer: Any
 ) -> tuple[dict[str, Any], Any]:
@@ -83,8 +100,7 @@ def _preference(
         test,
         renderer,
         beta,
-        loss_type=_setting(config, run, "loss_type", dpo_default("loss_type")),
-        label_smoothing=float(_setting(config, run, "label_smoothing", dpo_default("label_smoothing"))),
+        loss_config=_loss_config(config, run, beta),
         max_length=_setting(config, run, "max_length", dpo_default("max_length")),
         max_prompt_length=_setting(config, run, "max_prompt_length", dpo_default("max_prompt_length")),
         batch_size=config.batch_size,

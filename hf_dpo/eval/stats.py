@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hf_dpo.objective.losses import PreferenceLogps, dpo_loss, pair_accuracy
+from hf_dpo.objective.losses import LossConfig, PreferenceLogps, pair_accuracy, preference_loss
 
 Statistic = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -84,15 +84,29 @@ def preference_values(
     beta: float,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
+    loss_config: LossConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-pair values from summed completion log-probs, each (B,):
 
-    ``chosen_reward`` = β(log πθ(y_w|x) − log πref(y_w|x)), ``rejected_reward`` likewise for y_l, ``margin``
-    = their difference, ``accuracy`` (1 / 0, 0.5 on a tie), ``dpo_loss`` (``loss_type``), ``log_ratio`` =
-    ½[(log πθ − log πref)(y_w) + (log πθ − log πref)(y_l)] (nats per sequence), ``nll`` = −log πθ(y_w|x),
-    ``chosen_tokens`` / ``rejected_tokens`` (completion lengths), and the four log-probs.
+    ``chosen_reward`` = β(log πθ(y_w|x) − log πref(y_w|x)) (for reference-free losses alone, their own
+    reward, as in training), ``rejected_reward`` likewise for y_l, ``margin`` = their difference,
+    ``accuracy`` (1 / 0, 0.5 on a tie), ``dpo_loss`` (``preference_loss`` with ``loss_config``, default
+    ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``, given the token counts exactly as
+    the trainer does), ``log_ratio`` = ½[(log πθ − log πref)(y_w) + (log πθ − log πref)(y_l)] (nats per
+    sequence), ``nll`` = −log πθ(y_w|x), ``chosen_tokens`` / ``rejected_tokens`` (completion lengths), and the
+    four log-probs.
     """
-    out = dpo_loss(logps, beta, loss_type, label_smoothing)
+    if loss_config is None:
+        loss_config = LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)
+    counted = PreferenceLogps(
+        logps.policy_chosen,
+        logps.policy_rejected,
+        logps.ref_chosen,
+        logps.ref_rejected,
+        chosen_tokens.to(logps.policy_chosen.dtype),
+        rejected_tokens.to(logps.policy_chosen.dtype),
+    )
+    out = preference_loss(counted, loss_config)
     values = {
         "chosen_reward": out.chosen_rewards,
         "rejected_reward": out.rejected_rewards,

@@ -13,26 +13,43 @@ import inspect
 import logging
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from hf_dpo.batching.attention import model_inputs
-from hf_dpo.modeling.logprobs import chunked_logits_token_logps, chunked_token_logps, sum_by_sequence
+from hf_dpo.modeling.logprobs import (
+    chunked_logits_token_logps,
+    chunked_token_logps,
+    ld_token_weights,
+    sum_by_sequence,
+)
 from hf_dpo.modeling.unwrap import base_causal_lm, lm_head_is_sharded
 
 logger = logging.getLogger("hf_dpo")
 
+# Optional batch column (N,): per-completion-token weights of the summed log-probs (LD-DPO, see
+# ``hf_dpo.modeling.logprobs.ld_token_weights``); every model scoring the batch applies them.
+TOKEN_WEIGHT_KEY = "target_weight"
+
 
 @dataclass(frozen=True)
 class ChosenRejectedLogps:
-    """One model's summed completion log-probs log π(y|x) and completion lengths |y| of B pairs, each (B,)."""
+    """One model's summed completion log-probs log π(y|x) and completion lengths |y| of B pairs, each (B,).
+
+    Only when requested from ``sequence_logps``: ``chosen_weights``/``rejected_weights``, the WPO weights
+    w(y) = exp(1/|y| · Σ_t [log π(y_t) − log Σ_v π(v)²]) (no gradient), and ``aux_loss``, the MoE router
+    load-balancing loss the model returned (a scalar).
+    """
 
     chosen_logps: torch.Tensor
     rejected_logps: torch.Tensor
     chosen_num_tokens: torch.Tensor
     rejected_num_tokens: torch.Tensor
+    chosen_weights: torch.Tensor | None = None
+    rejected_weights: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
 
     @classmethod
     def split(cls, logps: torch.Tensor, num_tokens: torch.Tensor) -> ChosenRejectedLogps:
@@ -40,6 +57,12 @@ class ChosenRejectedLogps:
         chosen_logps, rejected_logps = logps.chunk(2)
         chosen_num_tokens, rejected_num_tokens = num_tokens.chunk(2)
         return cls(chosen_logps, rejected_logps, chosen_num_tokens, rejected_num_tokens)
+
+
+def add_ld_weights(batch: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """``batch`` with its LD-DPO token weights (``TOKEN_WEIGHT_KEY``) for α = ``alpha``."""
+    weights = ld_token_weights(batch["target_seq"], batch["target_index"], batch["num_pairs"], alpha)
+    return {**batch, TOKEN_WEIGHT_KEY: weights}
 
 
 _HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -89,17 +112,28 @@ def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
 
 
 def sequence_logps(
-    model: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int = 1024, use_hidden: bool | None = None
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    chunk_size: int = 1024,
+    use_hidden: bool | None = None,
+    *,
+    wpo_weights: bool = False,
+    output_router_logits: bool = False,
 ) -> ChosenRejectedLogps:
     """Summed log-probs and lengths of the chosen and rejected completions of the B pairs of ``batch``.
 
     Args:
         model: a causal LM, possibly wrapped (DDP, DeepSpeed, PEFT).
-        batch: a collated batch (see ``hf_dpo.batching.layouts``).
+        batch: a collated batch (see ``hf_dpo.batching.layouts``); with a ``TOKEN_WEIGHT_KEY`` column the
+            log-probs are weighted sums (the lengths stay token counts).
         chunk_size: completion tokens per LM-head chunk.
         use_hidden: force the hidden-state path (True) or the full-logits path (False); None picks.
+        wpo_weights: also return the WPO weights (from the same LM-head pass).
+        output_router_logits: MoE models: ask for the router logits and return the model's ``aux_loss``.
     """
     inputs = model_inputs(model, batch)  # layout columns -> model kwargs (e.g. a 4D mask for prefix sharing)
+    if output_router_logits:
+        inputs["output_router_logits"] = True
     index, targets, seq = batch["target_index"], batch["target_ids"], batch["target_seq"]
     num_sequences = 2 * batch["num_pairs"]
     if use_hidden is None:
@@ -109,17 +143,39 @@ def sequence_logps(
         captured: dict[str, torch.Tensor] = {}
         handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
         try:
-            model(**inputs, use_cache=False, logits_to_keep=1)
+            output = model(**inputs, use_cache=False, logits_to_keep=1)
         finally:
             handle.remove()
         hidden = captured["hidden"].flatten(0, 1)[index]
         head = lm.get_output_embeddings()
-        token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size)
+        token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size, wpo_weights)
     else:
-        logits = model(**inputs, use_cache=False).logits
-        token_logps = chunked_logits_token_logps(logits.flatten(0, 1)[index], targets, chunk_size)
+        output = model(**inputs, use_cache=False)
+        logits = output.logits.flatten(0, 1)[index]
+        token_logps = chunked_logits_token_logps(logits, targets, chunk_size, wpo_weights)
+    if wpo_weights:
+        token_logps, log_sum_sq = token_logps
+    ones = torch.ones_like(token_logps)
+    weights = batch.get(TOKEN_WEIGHT_KEY)
     # The layouts number sequences [chosen_1..B ; rejected_1..B] (target_seq), so halving splits the pairs.
-    return ChosenRejectedLogps.split(
-        sum_by_sequence(token_logps, seq, num_sequences),
-        sum_by_sequence(torch.ones_like(token_logps), seq, num_sequences),
+    record = ChosenRejectedLogps.split(
+        sum_by_sequence(token_logps if weights is None else token_logps * weights, seq, num_sequences),
+        sum_by_sequence(ones, seq, num_sequences),
     )
+    if wpo_weights:
+        with torch.no_grad():
+            mean = sum_by_sequence(token_logps - log_sum_sq, seq, num_sequences) / torch.cat(
+                [record.chosen_num_tokens, record.rejected_num_tokens]
+            ).clamp(min=1)
+            chosen, rejected = torch.exp(mean).chunk(2)
+        record = replace(record, chosen_weights=chosen, rejected_weights=rejected)
+    if output_router_logits:
+        aux_loss = getattr(output, "aux_loss", None)
+        if aux_loss is None:
+            raise ValueError(
+                f"{type(base_causal_lm(model)).__name__} returned no aux_loss with "
+                "output_router_logits=True; the router auxiliary loss needs a Mixture-of-Experts model. "
+                "Set router_aux_loss_coef=0."
+            )
+        record = replace(record, aux_loss=aux_loss)
+    return record

@@ -56,15 +56,32 @@ def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
 
 
-def load_tokenizer(name_or_path: str) -> Any:
+def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
     """``AutoTokenizer`` for a hub id or directory; for a ``.gguf`` file, the tokenizer files beside it when
-    there are any, else the tokenizer embedded in the GGUF."""
+    there are any, else the tokenizer embedded in the GGUF. ``kwargs`` go to ``from_pretrained``."""
     if not name_or_path.endswith(".gguf"):
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     directory, file = os.path.split(os.path.abspath(name_or_path))
     if any(os.path.exists(os.path.join(directory, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
-        return AutoTokenizer.from_pretrained(directory)
-    return AutoTokenizer.from_pretrained(directory, gguf_file=file)
+        return AutoTokenizer.from_pretrained(directory, **kwargs)
+    return AutoTokenizer.from_pretrained(directory, gguf_file=file, **kwargs)
+
+
+def set_pad_token(tokenizer: Any, pad_token: str | None, model: Any = None) -> None:
+    """``DPOConfig.pad_token``: make ``pad_token`` the tokenizer's pad token (and the model config's
+    ``pad_token_id``); None leaves the tokenizer as it is. Raises if the token is not in the vocabulary."""
+    if pad_token is None:
+        return
+    if pad_token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"pad_token {pad_token!r} is not in the vocabulary of the {type(tokenizer).__name__}; give a "
+            "token that exists (e.g. the EOS token), or add it to the tokenizer and resize the model's "
+            "embeddings first."
+        )
+    tokenizer.pad_token = pad_token
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def clear_dequantized_markers(model: PreTrainedModel) -> None:

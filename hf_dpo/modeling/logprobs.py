@@ -28,23 +28,27 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     """log_softmax(h Wᵀ + b)[y] by row chunks; the backward recomputes each chunk's softmax."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, with_sum_sq):  # type: ignore[override]
         w, b = _compute_params(hidden, weight, bias)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
+        sum_sq = torch.empty_like(out) if with_sum_sq else out.new_empty(0)
         for start in range(0, hidden.shape[0], chunk_size):
             logits = _chunk_logits(hidden[start : start + chunk_size], w, b)
             lse_c = torch.logsumexp(logits, dim=-1)
             tgt = targets[start : start + chunk_size]
             out[start : start + chunk_size] = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - lse_c
             lse[start : start + chunk_size] = lse_c
+            if with_sum_sq:
+                sum_sq[start : start + chunk_size] = log_sum_squared_probs(logits, lse_c)
         ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
         ctx.has_bias = bias is not None
         ctx.chunk_size = chunk_size
-        return out
+        ctx.mark_non_differentiable(sum_sq)
+        return out, sum_sq
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out, grad_sum_sq):  # type: ignore[override]
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         w, b = _compute_params(hidden, weight, bias)
@@ -73,7 +77,15 @@ class _ChunkedTokenLogps(torch.autograd.Function):
                 grad_bias.add_(grad_logits.sum(0))
         gw = grad_weight.to(weight.dtype) if grad_weight is not None else None
         gb = grad_bias.to(bias.dtype) if grad_bias is not None else None
-        return grad_hidden, gw, gb, None, None
+        return grad_hidden, gw, gb, None, None, None
+
+
+def log_sum_squared_probs(logits: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tensor:
+    """log Σ_v p_v² = logsumexp(2·logits) − 2·logsumexp(logits) per row, (n, V) -> (n,) float32; the
+    log-probability that two independent samples of the next token coincide (the WPO alignment term)."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1) if lse is None else lse
+    return torch.logsumexp(2 * logits, dim=-1) - 2 * lse
 
 
 def _compute_params(
@@ -100,7 +112,8 @@ def chunked_token_logps(
     targets: torch.Tensor,
     bias: torch.Tensor | None = None,
     chunk_size: int = 1024,
-) -> torch.Tensor:
+    with_sum_sq: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(targets | hidden) under the output layer (weight, bias), ``chunk_size`` rows at a time.
 
     Args:
@@ -111,29 +124,36 @@ def chunked_token_logps(
         chunk_size: rows per chunk; peak extra memory is about chunk_size · V · 4 bytes (twice in backward).
     Returns:
         (N,) float32 log-probabilities, equal to ``naive_token_logps(hidden @ weight.T + bias, targets)``,
-        with gradients to ``hidden``, ``weight`` and ``bias``.
+        with gradients to ``hidden``, ``weight`` and ``bias``. With ``with_sum_sq``, also the (N,)
+        ``log_sum_squared_probs`` of the same rows (no gradient), from the same head pass.
     """
     if hidden.shape[0] == 0:
-        return hidden.new_zeros(0, dtype=torch.float32) + 0 * weight.sum()
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return (empty + 0 * weight.sum(), empty) if with_sum_sq else empty + 0 * weight.sum()
     # The head's precision is decided here (see ``_compute_params``), never by an enclosing autocast, so the
     # policy and the reference (whose forwards may sit in different autocast contexts) score tokens alike.
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size))
+        out, sum_sq = _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size), with_sum_sq)
+    return (out, sum_sq) if with_sum_sq else out
 
 
 def chunked_logits_token_logps(
-    logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
-) -> torch.Tensor:
+    logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, with_sum_sq: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``naive_token_logps`` computed ``chunk_size`` rows at a time, so only one float32 chunk is live.
 
     For models whose logits are not a plain linear map of the final hidden state (logit soft-capping or
-    scaling), or whose output layer is sharded (FSDP, ZeRO-3). Shapes as in ``naive_token_logps``.
+    scaling), or whose output layer is sharded (FSDP, ZeRO-3). Shapes as in ``naive_token_logps``; with
+    ``with_sum_sq``, also the (N,) ``log_sum_squared_probs`` (no gradient).
     """
-    parts = [
-        naive_token_logps(logits[s : s + chunk_size], targets[s : s + chunk_size])
-        for s in range(0, logits.shape[0], chunk_size)
-    ]
-    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
+    spans = range(0, logits.shape[0], chunk_size)
+    parts = [naive_token_logps(logits[s : s + chunk_size], targets[s : s + chunk_size]) for s in spans]
+    out = torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
+    if not with_sum_sq:
+        return out
+    with torch.no_grad():
+        sums = [log_sum_squared_probs(logits[s : s + chunk_size]) for s in spans]
+    return out, torch.cat(sums) if sums else logits.new_zeros(0, dtype=torch.float32)
 
 
 def sum_by_sequence(
@@ -149,3 +169,31 @@ def sum_by_sequence(
     """
     out = token_logps.new_zeros(num_sequences)
     return out.index_add(0, sequence_index, token_logps)
+
+
+def ld_token_weights(
+    sequence_index: torch.Tensor, target_index: torch.Tensor, num_pairs: int, alpha: float
+) -> torch.Tensor:
+    """LD-DPO (length-desensitized DPO) token weights: with ℓ = min(|y_w|, |y_l|) of a pair, the
+    first ℓ completion tokens of each of its sequences weigh 1 and later ones α, so that the summed
+    log-prob becomes log π(y_{≤ℓ}) + α · log π(y_{>ℓ}).
+
+    Args:
+        sequence_index: (N,) sequence of each completion token, ordered ``[chosen_1..B ; rejected_1..B]``.
+        target_index: (N,) the token's position in the flattened batch (increasing along a sequence).
+        num_pairs: B.
+        alpha: α in [0, 1].
+    Returns:
+        (N,) float32 weights.
+    """
+    n = sequence_index.shape[0]
+    if n == 0:
+        return torch.ones(0, dtype=torch.float32, device=sequence_index.device)
+    counts = torch.bincount(sequence_index, minlength=2 * num_pairs)
+    order = torch.argsort(sequence_index * (int(target_index.max()) + 1) + target_index)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.empty_like(sequence_index)
+    position[order] = torch.arange(n, device=sequence_index.device) - starts[sequence_index[order]]
+    shared = torch.minimum(counts[:num_pairs], counts[num_pairs:]).repeat(2)
+    ones = torch.ones(n, dtype=torch.float32, device=sequence_index.device)
+    return torch.where(position < shared[sequence_index], ones, ones * alpha)

@@ -83,6 +83,8 @@ def summarize(sums: dict[str, float], num_steps: int, with_nll: bool) -> dict[st
         return {}
     pairs = sums["pairs"]
     metrics = {name: sums[name] / pairs for name in PAIR_MEANS}
+    if "aux_loss" in sums:  # MoE router loss, summed per pair by the trainer
+        metrics["aux_loss"] = sums["aux_loss"] / pairs
     metrics["num_pairs"] = pairs / max(num_steps, 1)
     metrics["num_tokens"] = sums["tokens"] / max(num_steps, 1)
     if with_nll:

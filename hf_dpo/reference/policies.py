@@ -1,6 +1,6 @@
 """Reference policies πref: where the reference log-probs of a batch come from.
 
-Four policies, picked by ``make_reference``:
+Five policies, picked by ``make_reference``:
 
 - ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
   initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
@@ -13,6 +13,8 @@ Four policies, picked by ``make_reference``:
 - ``PrecomputedReference``: reference log-probs were precomputed into the dataset columns
   ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.reference.precompute``); no reference
   weights stay in memory.
+- ``NoReference``: the objective is reference-free (``simpo``, ``orpo``, ``sft``); no reference weights, no
+  reference forward.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,6 +36,7 @@ from hf_dpo.modeling.unwrap import base_causal_lm
 from hf_dpo.tokens.tokenization import REF_COLUMNS
 
 REFERENCE_ADAPTER = "reference"
+logger = logging.getLogger("hf_dpo")
 
 
 class ReferencePolicy(abc.ABC):
@@ -208,11 +212,25 @@ class PrecomputedReference(ReferencePolicy):
         return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
 
 
+class NoReference(ReferencePolicy):
+    """No reference policy: the loss is reference-free. Holds nothing; asking it for log-probs is a bug."""
+
+    def logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
+        raise RuntimeError("the loss is reference-free (NoReference): no reference log-probs exist")
+
+
 def make_reference(
-    policy: torch.nn.Module, ref_model: torch.nn.Module | None, fresh_adapter: bool
+    policy: torch.nn.Module, ref_model: torch.nn.Module | None, fresh_adapter: bool, needed: bool = True
 ) -> ReferencePolicy:
-    """The reference for ``policy``: ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh
-    adapter) or the initial adapter snapshot (an already-adapted ``PeftModel``); else a frozen deep copy."""
+    """The reference for ``policy``: ``NoReference`` if not ``needed`` (reference-free losses); else
+    ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh adapter) or the initial adapter
+    snapshot (an already-adapted ``PeftModel``); else a frozen deep copy."""
+    if not needed:
+        if ref_model is not None:
+            logger.warning("hf_dpo: the loss is reference-free, so ref_model is not used (and not kept)")
+        return NoReference()
     is_peft = _is_peft(policy)
     if ref_model is not None:
         if _is_peft(ref_model):

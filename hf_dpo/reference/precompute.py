@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from hf_dpo.modeling.forward import ChosenRejectedLogps
+from hf_dpo.modeling.forward import ChosenRejectedLogps, add_ld_weights
 from hf_dpo.reference.policies import PrecomputedReference, ReferencePolicy
 from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
@@ -166,15 +166,19 @@ def add_reference_columns(
 def precompute_reference(trainer: Any, cache_dir: str | None = None) -> PrecomputedReference:
     """Add the reference columns to ``trainer``'s train/eval datasets and free the trainer's reference."""
     args, reference, policy = trainer.args, trainer.reference, trainer.model
+    collator, fingerprint = trainer.data_collator, reference.fingerprint(policy)
+    if args.ld_alpha is not None:  # LD-DPO weighs the reference's tokens too; a different cache entry
+        collator = _with_ld_weights(collator, args.ld_alpha)
+        fingerprint = hashlib.sha256(f"{fingerprint}|ld_alpha={args.ld_alpha!r}".encode()).hexdigest()
     options = dict(
         reference=reference,
         policy=policy,
-        collator=trainer.data_collator,
+        collator=collator,
         batch_size=args.precompute_ref_batch_size or args.per_device_eval_batch_size,
         chunk_size=args.logprob_chunk_size,
         accelerator=trainer.accelerator,
         cache_dir=cache_dir,
-        reference_fingerprint=_global_fingerprint(reference.fingerprint(policy), trainer.accelerator),
+        reference_fingerprint=_global_fingerprint(fingerprint, trainer.accelerator),
         show_progress=not args.disable_tqdm and trainer.accelerator.is_local_main_process,
     )
     if trainer.train_dataset is not None:
@@ -198,6 +202,12 @@ def precompute_reference(trainer: Any, cache_dir: str | None = None) -> Precompu
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
+def _with_ld_weights(
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]], alpha: float
+) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    return lambda features: add_ld_weights(collator(features), alpha)
+
+
 def _pair_lengths(dataset: Dataset, indices: list[int]) -> list[int]:
     table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices] if indices else None
     if table is None:

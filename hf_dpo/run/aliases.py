@@ -188,11 +188,8 @@ UNSUPPORTED = {
     "ref_model_init_kwargs": "the reference is a copy of the policy (or the base model under LoRA); drop it",
     "model_adapter_name": "not supported; drop it",
     "ref_adapter_name": "not supported; drop it",
-    "reference_free": "not supported; the loss always uses a reference",
-    "f_divergence_type": "not a config key of hf_dpo; set loss_type (one name)",
-    "loss_weights": "not a config key of hf_dpo; set loss_type (one name)",
+    "reference_free": "not a key here; the reference-free objectives are loss_type=simpo or orpo",
     "max_completion_length": "not supported; use max_length (prompt + completion) and max_prompt_length",
-    "truncation_mode": "not supported; prompts keep their end (latest turns), completions their start",
     "generate_during_eval": "not supported; see hf_dpo.eval for generation evaluations",
 }
 

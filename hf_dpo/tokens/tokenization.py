@@ -13,9 +13,12 @@ Accepted rows (TRL-compatible columns):
 If a renderer is given, string rows are rendered too (prompt as one user turn, completion as the reply).
 
 Truncation rules: (1) a prompt longer than ``max_prompt_length`` keeps its last tokens (the most recent
-turns), keeping a leading BOS if it had one; (2) each completion is then cut from the right to fit
-``max_length`` together with the prompt; (3) a pair left with no completion token is skipped with reason
-``prompt_too_long`` (only possible when ``max_prompt_length`` is None or ≥ ``max_length``).
+turns), keeping a leading BOS if it had one; (2) then, to fit ``max_length``, ``truncation_mode`` decides
+(TRL's meaning: which end of prompt + completion survives): ``keep_start`` (default) cuts each completion
+from the right; a pair left with no completion token is skipped with reason ``prompt_too_long`` (only
+possible when ``max_prompt_length`` is None or ≥ ``max_length``). ``keep_end`` keeps the sequence ends: the
+prompt (shared by both completions) loses its first tokens, BOS kept as in (1), until the longer completion
+fits, keeping at least one prompt token; a completion that still does not fit keeps its last tokens.
 Pairs whose chosen and rejected completions are identical (also after truncation) carry no preference and
 are skipped with reason ``chosen_equals_rejected``. Skips are counted, logged once, and never silent;
 malformed rows raise ``ValueError`` naming the row index, the field and the fix.
@@ -172,6 +175,14 @@ def encode_prompt(prompt: str | list[Message], tokenizer: Any, renderer: Any | N
     return list(renderer.encode_prompt(_as_conversation(prompt)))
 
 
+def _keep_prompt_end(prompt_ids: list[int], limit: int, tokenizer: Any) -> list[int]:
+    """The last ``limit`` prompt tokens, the leading BOS kept (within ``limit``) if the prompt had one."""
+    bos = _bos(tokenizer)
+    keep_bos = bool(bos) and prompt_ids[: len(bos)] == bos and limit > len(bos)
+    tail = limit - (len(bos) if keep_bos else 0)
+    return (bos if keep_bos else []) + prompt_ids[-tail:]
+
+
 def tokenize_row(
     row: Mapping[str, Any],
     index: int,
@@ -179,6 +190,7 @@ def tokenize_row(
     renderer: Any | None,
     max_length: int | None,
     max_prompt_length: int | None,
+    truncation_mode: str = "keep_start",
 ) -> dict[str, list[int]] | str:
     """Token ids of one pair after truncation, or the skip reason (see module docstring).
 
@@ -209,15 +221,21 @@ def tokenize_row(
             "give the row a prompt, or use a tokenizer that adds a BOS token",
         )
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
-        bos = _bos(tokenizer)
-        keep_bos = bool(bos) and prompt_ids[: len(bos)] == bos and max_prompt_length > len(bos)
-        tail = max_prompt_length - (len(bos) if keep_bos else 0)
-        prompt_ids = (bos if keep_bos else []) + prompt_ids[-tail:]
+        prompt_ids = _keep_prompt_end(prompt_ids, max_prompt_length, tokenizer)
     if max_length is not None:
+        if truncation_mode == "keep_end":
+            fits = max(max_length - max(len(chosen_ids), len(rejected_ids)), 1)
+            if len(prompt_ids) > fits:
+                prompt_ids = _keep_prompt_end(prompt_ids, fits, tokenizer)
+        elif truncation_mode != "keep_start":
+            raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}")
         room = max_length - len(prompt_ids)
         if room < 1:
             return "prompt_too_long"
-        chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+        if truncation_mode == "keep_end":
+            chosen_ids, rejected_ids = chosen_ids[-room:], rejected_ids[-room:]
+        else:
+            chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
     if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
         return "chosen_equals_rejected"
     return {
@@ -235,6 +253,7 @@ def tokenize_dataset(
     max_prompt_length: int | None,
     num_proc: int | None = None,
     split_name: str = "train",
+    truncation_mode: str = "keep_start",
 ) -> tuple[Dataset, Counter[str]]:
     """Tokenize every row (batched, cached by ``datasets`` fingerprint), drop and count skipped pairs.
 
@@ -247,7 +266,13 @@ def tokenize_dataset(
         out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}
         for j, index in enumerate(indices):
             result = tokenize_row(
-                {k: v[j] for k, v in batch.items()}, index, tokenizer, renderer, max_length, max_prompt_length
+                {k: v[j] for k, v in batch.items()},
+                index,
+                tokenizer,
+                renderer,
+                max_length,
+                max_prompt_length,
+                truncation_mode,
             )
             skipped = isinstance(result, str)
             for column in TOKEN_COLUMNS:
