@@ -300,12 +300,13 @@ class DPOTrainer(Trainer):
         prediction_loss_only: bool,
         ignore_keys: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The DPO loss; unless ``prediction_loss_only``, also the policy logits (2B, T, V) and their
-        ``input_ids`` (2B, T) as TRL 1.16 returns them (padded layout: see ``_eval_collator``)."""
+        """The DPO loss; with ``compute_metrics`` (and not ``prediction_loss_only``), also the policy logits
+        (2B, T, V) and their ``input_ids`` (2B, T) as TRL 1.16 returns them (padded rows: ``_eval_collator``).
+        Without ``compute_metrics`` the logits are not built: ``predict`` returns the loss only."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
-            if prediction_loss_only or "attention_mask" not in inputs:
+            if prediction_loss_only or getattr(self, "_metrics_collator", None) is None:
                 return loss.detach(), None, None
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
         return loss.detach(), logits, inputs["input_ids"]
