@@ -89,6 +89,10 @@ class DPOTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = _check_args(args, model)
+        if isinstance(train_dataset, IterableDataset):  # as TRL: dispatching would concatenate our batches
+            if args.accelerator_config.dispatch_batches:
+                logger.warning("hf_dpo: dispatch_batches=True is turned off for a streaming train_dataset")
+            args.accelerator_config.dispatch_batches = False
         model, ref_model, processing_class = _load_models(
             model, ref_model, processing_class, args, quantization_config
         )
