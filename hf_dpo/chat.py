@@ -1,8 +1,11 @@
 """Chat messages and their checks, shared by the data, tokenization and rendering stages.
 
-A message is ``{"role": "system" | "user" | "assistant", "content": str}``. The checks raise ``ValueError``
-saying which message is wrong and how (``prompt[1]['role'] must be one of ...``); a stage that knows the
-row wraps that text with :func:`row_error`, which adds the row, the field and the fix.
+A message is ``{"role": "system" | "user" | "assistant" | "tool", "content": str}``, as TRL and chat templates
+use them. Tool calling: an assistant turn may carry ``tool_calls`` (a non-empty list, passed to the chat
+template as is) and then needs no ``content``; a ``tool`` turn holds a tool's output and may name it
+(``name``, ``tool_call_id``). The checks raise ``ValueError`` saying which message is wrong and how
+(``prompt[1]['role'] must be one of ...``); a stage that knows the row wraps that text with
+:func:`row_error`, which adds the row, the field and the fix.
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-Message = dict[str, str]
-"""One chat turn: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+Message = dict[str, Any]
+"""One chat turn: ``{"role": ..., "content": str}`` plus, for tool calling, ``tool_calls`` / ``name`` /
+``tool_call_id``."""
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+OPTIONAL_KEYS = ("tool_calls", "tool_call_id", "name")
+"""Message keys kept besides role and content (when not None: Arrow fills absent struct keys with None)."""
 MESSAGES_FIX = 'use a list of {"role": ..., "content": str} messages'
 
 
 def check_messages(messages: Any, what: str = "prompt") -> list[Message]:
-    """``messages`` as a list of plain ``{"role", "content"}`` dicts (other keys dropped); ``ValueError``
+    """``messages`` as a list of plain message dicts (unknown keys and None values dropped); ``ValueError``
     unless it is a non-empty list of well-formed messages."""
     if not isinstance(messages, (list, tuple)):
         raise ValueError(
@@ -30,23 +36,35 @@ def check_messages(messages: Any, what: str = "prompt") -> list[Message]:
 
 
 def check_message(message: Any, what: str) -> Message:
-    """``message`` as a plain ``{"role", "content"}`` dict; ``ValueError`` unless it has a known role and
-    string content."""
+    """``message`` as a plain dict: ``role``, ``content`` (``""`` for an assistant turn that only calls
+    tools) and the :data:`OPTIONAL_KEYS` it has; ``ValueError`` unless it is well formed."""
     if not isinstance(message, Mapping):
         raise ValueError(
             f"{what} must be a dict with 'role' and 'content', got {type(message).__name__}: {message!r:.80}"
         )
-    for key in ("role", "content"):
-        if key not in message or message[key] is None:
-            raise ValueError(f"{what} is missing {key!r}; every message needs 'role' and 'content'")
-    if message["role"] not in ROLES:
-        raise ValueError(f"{what}['role'] must be one of {list(ROLES)}, got {message['role']!r}")
-    if not isinstance(message["content"], str):
+    role, content = message.get("role"), message.get("content")
+    if role is None:
+        raise ValueError(f"{what} is missing 'role'; every message needs 'role' and 'content'")
+    if role not in ROLES:
+        raise ValueError(f"{what}['role'] must be one of {list(ROLES)}, got {role!r}")
+    extra = {k: message[k] for k in OPTIONAL_KEYS if message.get(k) is not None}
+    if "tool_calls" in extra:
+        if role != "assistant":
+            raise ValueError(f"{what} has 'tool_calls' but role {role!r}; only assistant turns call tools")
+        if not isinstance(extra["tool_calls"], (list, tuple)) or not extra["tool_calls"]:
+            raise ValueError(f"{what}['tool_calls'] must be a non-empty list of tool calls")
+        content = "" if content is None else content
+    if content is None:
         raise ValueError(
-            f"{what}['content'] must be a string, got {type(message['content']).__name__}; "
+            f"{what} is missing 'content'; every message needs 'role' and 'content' (an assistant turn "
+            "that calls tools may have 'tool_calls' instead)"
+        )
+    if not isinstance(content, str):
+        raise ValueError(
+            f"{what}['content'] must be a string, got {type(content).__name__}; "
             "flatten multi-part content to text first"
         )
-    return {"role": message["role"], "content": message["content"]}
+    return {"role": role, "content": content, **extra}
 
 
 def check_reply(reply: Any, what: str = "reply") -> Message:
@@ -55,6 +73,16 @@ def check_reply(reply: Any, what: str = "reply") -> Message:
     if message["role"] != "assistant":
         raise ValueError(f"{what}['role'] must be 'assistant', got {message['role']!r}")
     return message
+
+
+def is_empty_reply(message: Message) -> bool:
+    """True if an assistant message says nothing: no text and no tool call."""
+    return not message["content"].strip() and not message.get("tool_calls")
+
+
+def uses_tools(messages: list[Message]) -> bool:
+    """True if any message is a tool call or a tool's output."""
+    return any(m["role"] == "tool" or "tool_calls" in m for m in messages)
 
 
 def row_error(field: str, problem: str, fix: str, row: int | None = None) -> ValueError:

@@ -20,14 +20,13 @@ class DPOConfig(TrainingArguments):
     """Every ``TrainingArguments`` field, plus the DPO fields below. Invalid values raise ``ValueError``.
 
     Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6`` (DPO moves a trained policy a
-    small distance), ``logging_steps=10``, ``remove_unused_columns=False`` (the trainer uses its own columns).
+    small distance), ``logging_steps=10``. ``remove_unused_columns`` keeps TRL's and ``Trainer``'s default
+    (True): the trainer keeps its own token columns either way, and TRL's ``--no_remove_unused_columns`` flag
+    exists.
     """
 
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (DPO: 1e-7 to 1e-5)."})
     logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: DPO columns are custom."}
-    )
 
     beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL penalty (> 0)."})
     loss_type: str | list[str] = field(
@@ -268,3 +267,27 @@ def dpo_default(name: str) -> Any:
                 raise KeyError(f"DPOConfig.{name} has no default")
             return f.default
     raise KeyError(f"DPOConfig has no field {name!r}")
+
+
+def dpo_config_from(args: TrainingArguments) -> DPOConfig:
+    """An ``hf_dpo`` ``DPOConfig`` with the values of ``args``, a ``TrainingArguments`` of another library
+    (e.g. ``trl.DPOConfig``; field names are TRL's). Its fields that ``DPOConfig`` lacks are dropped when
+    they hold their default, else ``ValueError`` names them. A one-element ``loss_type`` list (TRL stores the
+    loss type as a list) becomes its element."""
+    ours = {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    for f in dataclasses.fields(args):
+        if not f.init:
+            continue
+        value = getattr(args, f.name)
+        if f.name in ours:
+            values[f.name] = value
+        elif value != (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):
+            unknown.append(f.name)
+    if unknown:
+        raise ValueError(f"hf_dpo.DPOConfig has no field {', '.join(sorted(unknown))}; unset it to convert")
+    loss_type = values.get("loss_type")
+    if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1 and not values.get("loss_weights"):
+        values["loss_type"] = loss_type[0]
+    return DPOConfig(**values)

@@ -370,7 +370,7 @@ def prepare(config: Any) -> _Prepared:
 
     try:
         model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # also: QLoRA without bitsandbytes / GPU
         raise RunSetupError(f"cannot load model_name {config.model_name!r}: {e}") from e
     peft_config = config.peft.to_peft_config() if config.peft is not None else None
     return _Prepared(args, tokenizer, data.train, eval_dataset, model, peft_config, checkpoint, existing)

@@ -6,18 +6,25 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 from hf_dpo.batching.layouts import choose_layout
 from hf_dpo.config import DPOConfig
 from hf_dpo.modeling.adapters import check_quantization_support, prepare_peft_model, save_merged_model
 from hf_dpo.modeling.forward import ChosenRejectedLogps, add_ld_weights, sequence_logps
-from hf_dpo.modeling.loading import disable_dropout, load_causal_lm, load_tokenizer, set_pad_token
+from hf_dpo.modeling.loading import (
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    set_pad_token,
+    warn_if_low_precision_training,
+)
 from hf_dpo.modeling.unwrap import base_causal_lm
 from hf_dpo.objective.losses import LossConfig, PreferenceLogps, needs_reference, preference_loss, sft_loss
 from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
@@ -27,28 +34,45 @@ from hf_dpo.reference.sync import RefSyncCallback
 from hf_dpo.run import finite
 from hf_dpo.run.checkpoints import staged_checkpoint
 from hf_dpo.run.launch import distributed_mismatch
-from hf_dpo.tokens.tokenization import TOKEN_COLUMNS, select_renderer, tokenize_dataset
+from hf_dpo.tokens.tokenization import (
+    REF_COLUMNS,
+    TOKEN_COLUMNS,
+    select_renderer,
+    tokenize_dataset,
+    tokenize_iterable,
+)
 
 logger = logging.getLogger("hf_dpo")
 
 
 class DPOTrainer(Trainer):
-    """Direct Preference Optimization on top of ``transformers.Trainer``.
+    """Direct Preference Optimization on top of ``transformers.Trainer``, a drop-in for ``trl.DPOTrainer``.
+
+    The positional order is TRL 1.16's: ``model, ref_model, args, data_collator, train_dataset, eval_dataset,
+    processing_class, compute_metrics, callbacks, optimizers, quantization_config, peft_config``.
 
     Args:
         model: a causal LM, or a hub id / local path / ``.gguf`` file to load (with
-            ``args.model_init_kwargs``).
+            ``args.model_init_kwargs``; float32 unless they set ``dtype``).
         ref_model: the frozen reference policy. None: an in-memory frozen copy of ``model`` (or, with PEFT,
             the policy with its adapters disabled).
-        args: ``DPOConfig``.
-        train_dataset, eval_dataset: rows with ``prompt``/``chosen``/``rejected`` (text or conversational;
-            see ``hf_dpo.tokens.tokenization``) or already tokenized
-            ``prompt_ids``/``chosen_ids``/``rejected_ids``.
+        args: ``DPOConfig`` (a ``trl.DPOConfig`` is refused with the conversion to use).
+        train_dataset, eval_dataset: ``Dataset`` or streaming ``IterableDataset`` rows with
+            ``prompt``/``chosen``/``rejected`` (text or conversational, optionally ``tools`` and
+            ``chat_template_kwargs``; see ``hf_dpo.tokens.tokenization``) or already tokenized
+            ``prompt_ids``/``chosen_ids``/``rejected_ids``. ``train_dataset`` may be None for evaluation only.
         processing_class: the tokenizer (loaded from ``model`` if None).
         data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``.
+        compute_metrics: called on ``EvalPrediction(predictions=logits, label_ids=input_ids)`` of the
+            evaluated policy, rows ``[prompt+chosen_1..B ; prompt+rejected_1..B]`` right-padded, as TRL 1.16
+            (an extra forward pass per eval batch; reduce the logits with ``preprocess_logits_for_metrics``).
+        callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics: as ``Trainer``.
+        quantization_config: a ``BitsAndBytesConfig`` for loading ``model`` by name (QLoRA with
+            ``peft_config``); same as ``model_init_kwargs={"quantization_config": ...}``.
         peft_config: a ``peft.PeftConfig``; the model is wrapped with ``get_peft_model``.
-        Other keyword arguments go to ``Trainer`` unchanged.
     """
+
+    _tag_names = ["dpo", "hf_dpo"]
 
     def __init__(
         self,
@@ -56,17 +80,30 @@ class DPOTrainer(Trainer):
         ref_model: PreTrainedModel | str | None = None,
         args: DPOConfig | None = None,
         data_collator: Any = None,
-        train_dataset: Dataset | None = None,
-        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
         processing_class: Any = None,
+        compute_metrics: Callable[[Any], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        quantization_config: Any = None,
         peft_config: Any = None,
+        *,
+        optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
-        args = args if args is not None else DPOConfig(output_dir="dpo-output")
-        if not isinstance(args, DPOConfig):
-            raise TypeError(f"args must be a DPOConfig, got {type(args).__name__}")
-        model, ref_model, processing_class = _load_models(model, ref_model, processing_class, args)
+        args = _check_args(args, model)
+        if isinstance(train_dataset, IterableDataset):  # as TRL: dispatching would concatenate our batches
+            if args.accelerator_config.dispatch_batches:
+                logger.warning("hf_dpo: dispatch_batches=True is turned off for a streaming train_dataset")
+            args.accelerator_config.dispatch_batches = False
+        model, ref_model, processing_class = _load_models(
+            model, ref_model, processing_class, args, quantization_config
+        )
         model, fresh_adapter = prepare_peft_model(model, peft_config, bool(args.activation_checkpointing))
+        has_fp32_master = bool(args.deepspeed) and bool(args.bf16 or args.fp16)  # DeepSpeed keeps one
+        warn_if_low_precision_training(model, has_fp32_master=has_fp32_master)
         if args.save_merged_model and not hasattr(model, "merge_and_unload"):
             raise ValueError("save_merged_model=True needs a PEFT model (pass peft_config); set it to False")
         if args.disable_dropout:
@@ -78,6 +115,8 @@ class DPOTrainer(Trainer):
             pad_id = pad_token_id_for(processing_class)
             layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
             data_collator = DPODataCollator(pad_id, layout)
+            if compute_metrics is not None:  # TRL's EvalPrediction holds padded [chosen; rejected] rows
+                self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
         super().__init__(
             model=model,
             args=args,
@@ -85,10 +124,17 @@ class DPOTrainer(Trainer):
             train_dataset=self._tokenize(train_dataset, processing_class, args, "train"),
             eval_dataset=self._tokenize_eval(eval_dataset, processing_class, args),
             processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **kwargs,
         )
         if (mismatch := distributed_mismatch(args)) is not None:
             raise ValueError(mismatch)
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
         if args.n_gpu > 1:
             raise ValueError(
@@ -146,6 +192,12 @@ class DPOTrainer(Trainer):
         if self.args.precompute_ref_log_probs:
             self.reference = precompute_reference(self)
 
+    @property
+    def ref_model(self) -> torch.nn.Module | None:
+        """The separate frozen reference model, as in TRL: None with PEFT (the reference is the policy with
+        its adapter disabled) and after ``precompute_ref_log_probs`` (the reference was freed)."""
+        return getattr(self.reference, "model", None)
+
     @classmethod
     def _tokenize_eval(cls, dataset: Any, tokenizer: Any, args: DPOConfig) -> Any:
         if isinstance(dataset, dict):
@@ -154,11 +206,30 @@ class DPOTrainer(Trainer):
 
     @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
-        if (
-            dataset is None
-            or isinstance(dataset, IterableDataset)
-            or set(TOKEN_COLUMNS) <= set(dataset.column_names)
-        ):
+        """Raw rows -> token ids (idempotent: tokenized datasets and ``Trainer``'s split names pass through).
+        A streaming ``IterableDataset`` is tokenized lazily, row for row as a map-style one."""
+        if dataset is None or isinstance(dataset, str):
+            return dataset
+        if isinstance(dataset, IterableDataset):
+            if args.precompute_ref_log_probs:
+                raise ValueError(
+                    f"precompute_ref_log_probs=True needs a map-style {split} dataset, but it is a streaming "
+                    "IterableDataset. Fix: load it without streaming, or set precompute_ref_log_probs=False."
+                )
+            first = next(iter(dataset), None)
+            if first is None or set(TOKEN_COLUMNS) <= set(first):
+                return dataset
+            renderer = select_renderer(first, tokenizer, args.renderer_name)
+            return tokenize_iterable(
+                dataset,
+                tokenizer,
+                renderer,
+                args.max_length,
+                args.max_prompt_length,
+                split,
+                args.truncation_mode,
+            )
+        if set(TOKEN_COLUMNS) <= set(dataset.column_names):
             return dataset
         if len(dataset) == 0:
             raise ValueError(f"the {split} dataset is empty")
@@ -175,6 +246,43 @@ class DPOTrainer(Trainer):
                 args.truncation_mode,
             )
         return tokenized
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """The columns ``remove_unused_columns=True`` keeps: the collator's (token ids and precomputed
+        reference log-probs), not the model's forward arguments, so TRL's setting is harmless."""
+        if self._signature_columns is None:
+            self._signature_columns = [*TOKEN_COLUMNS, *REF_COLUMNS]
+
+    def get_train_dataloader(self) -> Any:
+        if self.train_dataset is None:
+            raise ValueError(
+                "DPOTrainer.train() needs a train_dataset, and none was given. Fix: pass "
+                "train_dataset=<rows with prompt/chosen/rejected> to DPOTrainer (evaluate() and predict() "
+                "work without one)."
+            )
+        return super().get_train_dataloader()
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        with self._eval_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        with self._eval_collator():
+            return super().get_test_dataloader(test_dataset)
+
+    @contextlib.contextmanager
+    def _eval_collator(self) -> Iterator[None]:
+        """With ``compute_metrics``, evaluation batches use the padded layout: one row per sequence, so the
+        logits given to ``compute_metrics`` line up with ``input_ids`` as in TRL."""
+        collator = getattr(self, "_metrics_collator", None)
+        if collator is None:
+            yield
+            return
+        default, self.data_collator = self.data_collator, collator
+        try:
+            yield
+        finally:
+            self.data_collator = default
 
     # ---- loss ---------------------------------------------------------------------------------------------
     def compute_loss(
@@ -260,21 +368,33 @@ class DPOTrainer(Trainer):
         inputs: dict[str, Any],
         prediction_loss_only: bool,
         ignore_keys: Any = None,
-    ) -> tuple[torch.Tensor, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The DPO loss; with ``compute_metrics`` (and not ``prediction_loss_only``), also the policy logits
+        (2B, T, V) and their ``input_ids`` (2B, T) as TRL 1.16 returns them (padded rows: ``_eval_collator``).
+        Without ``compute_metrics`` the logits are not built: ``predict`` returns the loss only."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            if prediction_loss_only or getattr(self, "_metrics_collator", None) is None:
+                return loss.detach(), None, None
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        return loss.detach(), logits, inputs["input_ids"]
 
     # ---- metrics ------------------------------------------------------------------------------------------
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
     ) -> dict:
         """``Trainer.evaluate`` plus the DPO metrics under ``metric_key_prefix`` and ``test/nll``."""
+        eval_dataset = self._tokenize_eval(eval_dataset, self.processing_class, self.args)
         if not isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
             self._metric_sums["eval"] = MetricSums()  # drop anything a predict() call left behind
             self._eval_prefix = metric_key_prefix
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def predict(self, test_dataset: Any, ignore_keys: Any = None, metric_key_prefix: str = "test") -> Any:
+        """``Trainer.predict`` on raw or tokenized pairs (raw rows are tokenized like the training data)."""
+        test_dataset = self._tokenize(test_dataset, self.processing_class, self.args, metric_key_prefix)
+        return super().predict(test_dataset, ignore_keys, metric_key_prefix)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the DPO metrics (reduced across processes, one collective) to Trainer's train/eval logs."""
@@ -327,12 +447,46 @@ class DPOTrainer(Trainer):
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
 
 
+def _check_args(args: Any, model: PreTrainedModel | str) -> DPOConfig:
+    """``args``, or TRL's default ``<model name>-DPO`` output directory when None; a clear error for a
+    ``TrainingArguments`` of another library (e.g. ``trl.DPOConfig``)."""
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+        return DPOConfig(output_dir=f"{os.path.basename(name.rstrip('/')) or 'model'}-DPO")
+    if isinstance(args, DPOConfig):
+        return args
+    if isinstance(args, TrainingArguments):
+        kind = f"{type(args).__module__}.{type(args).__qualname__}"
+        raise TypeError(
+            f"args is a {kind}, but hf_dpo.DPOTrainer needs an hf_dpo.DPOConfig (hf_dpo.config.DPOConfig), "
+            "which has the same TRL field names. Fix: build hf_dpo.DPOConfig(...) with the same arguments or "
+            "convert with `hf_dpo.config.dpo_config_from(args)`."
+        )
+    raise TypeError(f"args must be an hf_dpo.DPOConfig, got {type(args).__name__}")
+
+
 def _load_models(
-    model: PreTrainedModel | str, ref_model: PreTrainedModel | str | None, tokenizer: Any, args: DPOConfig
+    model: PreTrainedModel | str,
+    ref_model: PreTrainedModel | str | None,
+    tokenizer: Any,
+    args: DPOConfig,
+    quantization_config: Any = None,
 ) -> tuple[PreTrainedModel, PreTrainedModel | None, Any]:
-    """Load what is given by name (with ``args.model_init_kwargs``) and the tokenizer if none is given."""
+    """Load what is given by name (with ``args.model_init_kwargs`` and ``quantization_config``) and the
+    tokenizer if none is given."""
     remote = {"trust_remote_code": True} if args.trust_remote_code else {}
     init_kwargs = {**remote, **(args.model_init_kwargs or {})}
+    if quantization_config is not None:
+        if not isinstance(model, str):
+            raise ValueError(
+                "quantization_config applies when DPOTrainer loads the model by name, but the model was "
+                "passed already loaded. Fix: pass the model's name or path, or load it quantized yourself."
+            )
+        if "quantization_config" in init_kwargs:
+            raise ValueError(
+                "quantization_config was given both to DPOTrainer and in args.model_init_kwargs; keep one"
+            )
+        init_kwargs["quantization_config"] = quantization_config
     if isinstance(model, str):
         check_quantization_support(init_kwargs)
         tokenizer = tokenizer or load_tokenizer(model, **remote)

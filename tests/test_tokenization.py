@@ -88,7 +88,7 @@ def test_prompt_filling_max_length_is_a_counted_skip(char_tokenizer, caplog):
                 "rejected": [{"role": "assistant", "content": "b"}],
             },
             "prompt",
-            "prompt[0]['role'] must be one of ['system', 'user', 'assistant'], got 'human'",
+            "prompt[0]['role'] must be one of ['system', 'user', 'assistant', 'tool'], got 'human'",
         ),
         (
             {

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from hf_dpo.modeling.adapters import check_quantization_support
+
 logger = logging.getLogger("hf_dpo")
 
 
@@ -34,8 +36,14 @@ def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
     ``bf16=True`` / ``fp16=True`` give mixed-precision compute. Training bf16 weights directly loses updates
     smaller than about 1/256 of a weight (``lr=1e-6`` changes almost nothing). GGUF weights are de-quantized
     to float on load; the leftover quantization markers (which make ``Trainer`` refuse to fine-tune) are
-    cleared.
+    cleared. A bitsandbytes ``quantization_config`` (a ``BitsAndBytesConfig`` or its dict, as YAML configs
+    write it) is checked first: without bitsandbytes or a CUDA GPU the error says so and how to fix it.
     """
+    check_quantization_support(kwargs)
+    if isinstance(kwargs.get("quantization_config"), dict):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
     if "torch_dtype" in kwargs:
         kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
     kwargs["dtype"] = resolve_dtype(kwargs.get("dtype", torch.float32))

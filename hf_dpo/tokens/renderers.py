@@ -15,14 +15,15 @@ for base models), ``chatml`` and ``llama3``. Register your own with :func:`regis
 from __future__ import annotations
 
 import abc
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jinja2
 from transformers import PreTrainedTokenizerBase
 
-from hf_dpo.chat import Message, check_messages, check_reply
+from hf_dpo.chat import Message, check_messages, check_reply, uses_tools
 from hf_dpo.registry import Registry
 
 logger = logging.getLogger("hf_dpo")
@@ -41,9 +42,14 @@ class Renderer(abc.ABC):
       what the model sees for the whole conversation; if the prompt ids are not a prefix of that (a merge
       across the boundary), the completion is tokenised on its own and a warning is logged once;
     * a completion whose text does not end with a special token gets the tokenizer's EOS appended.
+
+    ``template_kwargs`` (a row's ``tools`` and ``chat_template_kwargs``) reach renderers whose
+    ``renders_tools`` is True as keyword arguments of ``prompt_text`` / ``completion_text``; the others refuse
+    them, and tool-calling messages, with a ``ValueError``.
     """
 
     name: ClassVar[str]
+    renders_tools: ClassVar[bool] = False
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
@@ -51,13 +57,13 @@ class Renderer(abc.ABC):
         self._special_strings = _special_token_strings(tokenizer)
         self._warned: set[str] = set()
         # One-entry caches: a pair renders and encodes the same prompt for encode_prompt and both replies.
-        self._text_cache: tuple[tuple[tuple[str, str], ...], str] = ((), "")
+        self._text_cache: tuple[str, str] = ("", "")
         self._ids_cache: tuple[str, list[int]] = ("", [])
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the caches, so that ``datasets`` fingerprints do not depend on past calls."""
         state = self.__dict__.copy()
-        state.update(_warned=set(), _text_cache=((), ""), _ids_cache=("", []))
+        state.update(_warned=set(), _text_cache=("", ""), _ids_cache=("", []))
         return state
 
     # -- text hooks -------------------------------------------------------------------------------------
@@ -70,18 +76,23 @@ class Renderer(abc.ABC):
         """The text generated for ``reply`` right after ``prompt_text(messages)``."""
 
     # -- ids ------------------------------------------------------------------------------------------
-    def encode_prompt(self, messages: list[Message]) -> list[int]:
+    def encode_prompt(
+        self, messages: list[Message], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         """Token ids of the conversation so far, ending with the assistant generation prompt."""
-        check_messages(messages)
-        return list(self._prompt_ids(self.cached_prompt_text(messages)))
+        messages = check_messages(messages)
+        self._check_renderable(messages, template_kwargs)
+        return list(self._prompt_ids(self.cached_prompt_text(messages, template_kwargs)))
 
-    def encode_completion(self, messages: list[Message], reply: Message) -> list[int]:
+    def encode_completion(
+        self, messages: list[Message], reply: Message, template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         """Ids of ``reply`` as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS."""
-        check_messages(messages)
-        check_reply(reply)
-        prompt = self.cached_prompt_text(messages)
+        messages, reply = check_messages(messages), check_reply(reply)
+        self._check_renderable([*messages, reply], template_kwargs)
+        prompt = self.cached_prompt_text(messages, template_kwargs)
         prompt_ids = self._prompt_ids(prompt)
-        text = self.completion_text(messages, reply)
+        text = self.completion_text(messages, reply, **(template_kwargs or {}))
         ends_with_special = any(text.rstrip().endswith(s) for s in self._special_strings)
         if ends_with_special:
             text = text.rstrip()  # drop the newline templates print after the end-of-turn token
@@ -106,12 +117,25 @@ class Renderer(abc.ABC):
         return ids
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def cached_prompt_text(self, messages: list[Message]) -> str:
-        """``prompt_text(messages)``, remembered for the last conversation seen."""
-        key = tuple((m["role"], m["content"]) for m in messages)
-        if key != self._text_cache[0] or not key:
-            self._text_cache = (key, self.prompt_text(messages))
+    def cached_prompt_text(
+        self, messages: list[Message], template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        """``prompt_text(messages)``, remembered for the last conversation (and template kwargs) seen."""
+        kwargs = dict(template_kwargs or {})
+        key = json.dumps([messages, kwargs], sort_keys=True, default=str)
+        if key != self._text_cache[0] or not messages:
+            self._text_cache = (key, self.prompt_text(messages, **kwargs))
         return self._text_cache[1]
+
+    def _check_renderable(self, messages: list[Message], template_kwargs: Mapping[str, Any] | None) -> None:
+        if self.renders_tools or not (template_kwargs or uses_tools(messages)):
+            return
+        what = f"template kwargs {sorted(template_kwargs)}" if template_kwargs else "tool-calling messages"
+        raise ValueError(
+            f"renderer {self.name!r} cannot render {what} (tools, tool_calls, the 'tool' role and "
+            "chat_template_kwargs need a chat template). Use renderer_name='chat_template' with a tokenizer "
+            "whose chat template renders tools, or drop those columns."
+        )
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -197,20 +221,24 @@ class ChatTemplateRenderer(Renderer):
             )
         super().__init__(tokenizer)
 
-    def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+    renders_tools = True
+
+    def _render(self, messages: list[Message], add_generation_prompt: bool, **template_kwargs: Any) -> str:
         try:
             return self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
+                list(messages), add_generation_prompt=add_generation_prompt, tokenize=False, **template_kwargs
             )
         except jinja2.exceptions.TemplateError as err:
             raise ValueError(f"the tokenizer's chat template rejected the conversation: {err}") from err
 
-    def prompt_text(self, messages: list[Message]) -> str:
-        return self._render(messages, add_generation_prompt=True)
+    def prompt_text(self, messages: list[Message], **template_kwargs: Any) -> str:
+        """The template's rendering with the generation prompt; ``template_kwargs`` (``tools``, a row's
+        ``chat_template_kwargs``) go to ``apply_chat_template``."""
+        return self._render(messages, add_generation_prompt=True, **template_kwargs)
 
-    def completion_text(self, messages: list[Message], reply: Message) -> str:
-        prompt = self.cached_prompt_text(messages)
-        full = self._render([*messages, reply], add_generation_prompt=False)
+    def completion_text(self, messages: list[Message], reply: Message, **template_kwargs: Any) -> str:
+        prompt = self.cached_prompt_text(messages, template_kwargs)
+        full = self._render([*messages, reply], add_generation_prompt=False, **template_kwargs)
         if full.startswith(prompt):
             return full[len(prompt) :]
         # The template renders the conversation differently once the reply is added. Keep the inference

@@ -12,6 +12,11 @@ Accepted rows (TRL-compatible columns):
 
 If a renderer is given, string rows are rendered too (prompt as one user turn, completion as the reply).
 
+Tool calling (conversational rows, ``chat_template`` renderer): messages may use the ``tool`` role and
+assistant ``tool_calls`` (``hf_dpo.chat``); a ``tools`` column (a list of tool schemas, or that list as a
+JSON string) and a per-row ``chat_template_kwargs`` dict are passed to the chat template, as TRL does.
+Rows with an ``image``/``images`` column are refused: vision-language models are not supported.
+
 Truncation rules: (1) a prompt longer than ``max_prompt_length`` keeps its last tokens (the most recent
 turns), keeping a leading BOS if it had one; (2) then, to fit ``max_length``, ``truncation_mode`` decides
 (TRL's meaning: which end of prompt + completion survives): ``keep_start`` (default) cuts each completion
@@ -26,20 +31,64 @@ malformed rows raise ``ValueError`` naming the row index, the field and the fix.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 
-from hf_dpo.chat import MESSAGES_FIX, Message, check_messages, row_error
+from hf_dpo.chat import MESSAGES_FIX, Message, check_messages, is_empty_reply, row_error
 
 logger = logging.getLogger("hf_dpo")
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # precomputed reference log-probs, per pair
+IMAGE_COLUMNS = ("image", "images")
+
+
+def check_text_only(columns: Iterable[str], split: str = "train") -> None:
+    """``ValueError`` if the dataset has an image column: hf_dpo trains text-only causal LMs."""
+    found = [c for c in IMAGE_COLUMNS if c in set(columns)]
+    if found:
+        raise ValueError(
+            f"the {split} dataset has an image column ({', '.join(found)}), but hf_dpo trains text-only "
+            "causal LMs; vision-language preference data is not supported. Fix: drop the column "
+            "(dataset.remove_columns(...)) to train on the text alone, or use trl.DPOTrainer with a "
+            "vision-language model and its processor."
+        )
+
+
+def template_kwargs_of(row: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The row's ``tools`` and ``chat_template_kwargs`` as ``apply_chat_template`` keyword arguments
+    (empty when absent). Keys whose value is None are dropped (Arrow fills keys that other rows have with
+    None)."""
+    kwargs = row.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise _row_error(
+            index,
+            "chat_template_kwargs",
+            f"expected a dict, got {type(kwargs).__name__}",
+            'store a dict of chat template arguments, e.g. {"enable_thinking": false}',
+        )
+    out = {k: v for k, v in kwargs.items() if v is not None}
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as err:
+            raise _row_error(
+                index, "tools", f"not valid JSON ({err})", "store a JSON list of tool schemas"
+            ) from err
+    if tools is not None:
+        if not isinstance(tools, (list, tuple)):
+            raise _row_error(
+                index, "tools", f"expected a list of tool schemas, got {type(tools).__name__}", "store a list"
+            )
+        out["tools"] = list(tools)
+    return out
 
 
 def _row_error(index: int, field: str, problem: str, fix: str) -> ValueError:
@@ -77,7 +126,7 @@ def _reply(value: Any, index: int, field: str) -> Message:
             f"expected exactly one assistant message, got roles {[m['role'] for m in messages]}",
             'put earlier turns in "prompt" and keep only [{"role": "assistant", "content": ...}] here',
         )
-    if not messages[0]["content"].strip():
+    if is_empty_reply(messages[0]):
         raise _row_error(index, field, "the assistant reply is empty", "drop the row or fill in the reply")
     return messages[0]
 
@@ -198,7 +247,15 @@ def tokenize_row(
     with None, rows must be text.
     """
     prompt, chosen, rejected = split_row(row, index)
+    template_kwargs = template_kwargs_of(row, index)
     if renderer is None and isinstance(prompt, str):
+        if template_kwargs:
+            raise _row_error(
+                index,
+                "tools" if "tools" in template_kwargs else "chat_template_kwargs",
+                "text rows are tokenized as raw text, so there is no chat template to pass it to",
+                "use conversational rows (message lists), or set renderer_name='chat_template'",
+            )
         prompt_ids, chosen_ids, rejected_ids = _encode_text(tokenizer, prompt, chosen, rejected)
     else:
         if renderer is None:
@@ -208,9 +265,9 @@ def tokenize_row(
             chosen = {"role": "assistant", "content": chosen}
             rejected = {"role": "assistant", "content": rejected}
         try:
-            prompt_ids = renderer.encode_prompt(prompt)
-            chosen_ids = renderer.encode_completion(prompt, chosen)
-            rejected_ids = renderer.encode_completion(prompt, rejected)
+            prompt_ids = renderer.encode_prompt(prompt, template_kwargs)
+            chosen_ids = renderer.encode_completion(prompt, chosen, template_kwargs)
+            rejected_ids = renderer.encode_completion(prompt, rejected, template_kwargs)
         except ValueError as err:
             raise ValueError(f"row {index}: {err}") from err
     if not prompt_ids:
@@ -260,26 +317,9 @@ def tokenize_dataset(
     Returns the dataset with ``TOKEN_COLUMNS`` (plus any precomputed ``ref_*_logps`` columns kept) and the
     skip counts by reason, which are also logged once.
     """
+    check_text_only(dataset.column_names, split_name)
     keep = [c for c in REF_COLUMNS if c in dataset.column_names]
-
-    def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}
-        for j, index in enumerate(indices):
-            result = tokenize_row(
-                {k: v[j] for k, v in batch.items()},
-                index,
-                tokenizer,
-                renderer,
-                max_length,
-                max_prompt_length,
-                truncation_mode,
-            )
-            skipped = isinstance(result, str)
-            for column in TOKEN_COLUMNS:
-                out[column].append([] if skipped else result[column])
-            out["skip_reason"].append(result if skipped else "")
-        return out
-
+    encode_batch = _batch_encoder(tokenizer, renderer, max_length, max_prompt_length, truncation_mode)
     removed = [c for c in dataset.column_names if c not in keep]
     tokenized = dataset.map(
         encode_batch,
@@ -303,3 +343,63 @@ def tokenize_dataset(
     if len(tokenized) == 0:
         raise ValueError(f"no {split_name} pairs left after tokenization (skipped: {dict(skips)})")
     return tokenized.remove_columns("skip_reason"), skips
+
+
+def _batch_encoder(
+    tokenizer: Any,
+    renderer: Any | None,
+    max_length: int | None,
+    max_prompt_length: int | None,
+    truncation_mode: str = "keep_start",
+) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
+    """A batched ``datasets.map`` function: rows -> ``TOKEN_COLUMNS`` plus ``skip_reason`` ("" if kept)."""
+
+    def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}
+        for j, index in enumerate(indices):
+            row = {k: v[j] for k, v in batch.items()}
+            result = tokenize_row(
+                row, index, tokenizer, renderer, max_length, max_prompt_length, truncation_mode
+            )
+            skipped = isinstance(result, str)
+            for column in TOKEN_COLUMNS:
+                out[column].append([] if skipped else result[column])
+            out["skip_reason"].append(result if skipped else "")
+        return out
+
+    return encode_batch
+
+
+def tokenize_iterable(
+    dataset: IterableDataset,
+    tokenizer: Any,
+    renderer: Any | None,
+    max_length: int | None,
+    max_prompt_length: int | None,
+    split_name: str = "train",
+    truncation_mode: str = "keep_start",
+) -> IterableDataset:
+    """``tokenize_dataset`` for a streaming ``IterableDataset``: the same rows become the same ids, lazily, as
+    the trainer iterates. Skipped pairs are dropped as they stream by; the first skip of each reason is logged
+    (the total is unknown until the stream ends)."""
+    first = next(iter(dataset), None)
+    if first is None:
+        raise ValueError(f"the {split_name} dataset is empty")
+    columns = list(dataset.column_names or first)
+    check_text_only(columns, split_name)
+    logged: set[str] = set()
+
+    def keep(reason: str) -> bool:
+        if reason and reason not in logged:
+            logged.add(reason)
+            logger.warning(
+                "hf_dpo: skipping %s pairs of the streamed %s dataset (logged once per reason)",
+                reason,
+                split_name,
+            )
+        return not reason
+
+    encode_batch = _batch_encoder(tokenizer, renderer, max_length, max_prompt_length, truncation_mode)
+    removed = [c for c in columns if c not in REF_COLUMNS]
+    tokenized = dataset.map(encode_batch, with_indices=True, batched=True, remove_columns=removed)
+    return tokenized.filter(keep, input_columns="skip_reason").remove_columns("skip_reason")
