@@ -89,9 +89,10 @@ trainer = DPOTrainer(
 )
 if mode == "fsdp2" and trainer.args.world_size > 1:
     assert trainer.is_fsdp_enabled and trainer.accelerator.is_fsdp2, "FSDP2 was not enabled"
-    reference_weight = next(trainer.reference.model.parameters())
-    assert type(reference_weight).__name__ == "DTensor", "the reference was not sharded"
 trainer.train()
+if mode == "fsdp2" and trainer.args.world_size > 1:  # after its forwards, every reference weight is a shard
+    whole = [n for n, p in trainer.reference.model.named_parameters() if type(p).__name__ != "DTensor"]
+    assert not whole, f"reference parameters left unsharded after the forward: {whole}"
 # Full weights on every rank (FSDP2 holds DTensor shards; full_tensor() is a collective).
 state = {k: getattr(v, "full_tensor", lambda v=v: v)() for k, v in trainer.model.state_dict().items()}
 if trainer.is_world_process_zero():
