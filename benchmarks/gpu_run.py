@@ -4,8 +4,9 @@ finished). Needs nothing outside the repository: random-init model, synthetic to
 
 Runs, in this order (each a fresh subprocess, ``bench_vs_trl.worker``, same model, data and batch):
 TRL default (gradient checkpointing on, as TRL ships), hf_dpo ``auto`` on sdpa (prefix_shared), packed and
-padded on sdpa, TRL with gradient checkpointing off, then packed and padded on flex_attention (skipped, with
-the reason, where the backend cannot run them: prefix_shared on flex; any flex run on CPU).
+padded on sdpa, TRL with gradient checkpointing off, then prefix_shared (block mask), packed and padded on
+flex_attention (skipped, with the reason, where the backend cannot run them: any flex run on CPU), then the
+flex gradient-exactness tests (``tests/test_flex_attention.py``, CUDA only; result under ``flex_exactness``).
 Per run: pairs/s, real tokens/s, peak memory, executed FLOPs per step (``benchmarks/flops.py``), achieved
 TFLOP/s, MFU (bf16, H100/H200/A100), and step-1/step-2 agreement with TRL's default run.
 
@@ -234,7 +235,28 @@ def main() -> None:
             write_json(out, payload)
             status = runs[-1].get("skipped") or runs[-1].get("error", "ok").strip().splitlines()[-1][:200]
             print(f"[{payload['elapsed_s']:.0f} s] {name}: {status}", file=sys.stderr, flush=True)
+    payload["flex_exactness"] = flex_exactness(cli.budget_s - (time.perf_counter() - start))
+    payload["elapsed_s"] = time.perf_counter() - start
+    write_json(out, payload)
     print(render(runs))
+    print(f"flex exactness: {payload['flex_exactness']['status']}")
+
+
+def flex_exactness(left_s: float) -> dict[str, Any]:
+    """Run the flex_attention gradient-equality tests (they skip themselves without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"status": "skipped: no CUDA (flex_attention has no backward on CPU)"}
+    if left_s < 45:
+        return {"status": f"skipped: out of time ({left_s:.0f} s left)"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_flex_attention.py"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=left_s)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timed out after {left_s:.0f} s"}
+    tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+    return {"status": "passed" if done.returncode == 0 else f"failed (rc {done.returncode})", "tail": tail}
 
 
 if __name__ == "__main__":

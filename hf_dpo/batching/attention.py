@@ -3,12 +3,20 @@
 - ``attention_backend(model)``: the model's ``config._attn_implementation`` (``sdpa``, ``eager``, ...).
 - ``layout_support(model)``: which batch layouts the model and its backend compute exactly, with reasons.
 - ``MaskForm``: the form in which a layout's attention structure reaches the model: ``NONE`` (the layout's
-  own inputs suffice), ``BOOLEAN_4D`` (sdpa) or ``ADDITIVE_4D`` (eager). ``decide_mask_form(model)`` picks
-  the form of the prefix-shared layout's custom mask for one model; ``choose_layout`` decides it once for
-  its models and the layout stamps it on every batch (``MASK_FORM_KEY``).
+  own inputs suffice), ``BOOLEAN_4D`` (sdpa), ``ADDITIVE_4D`` (eager) or ``BLOCK_MASK`` (flex_attention:
+  a ``torch.nn.attention.flex_attention.BlockMask``, so fully masked 128x128 tiles are skipped).
+  ``decide_mask_form(model)`` picks the form of the prefix-shared layout's custom mask for one model;
+  ``choose_layout`` decides it once for its models and the layout stamps it on every batch
+  (``MASK_FORM_KEY``).
 - ``model_inputs(model, batch)``: the keyword arguments for the model call; for the prefix-shared layout it
   turns the compact ``prefix_segment_ids``/``prefix_branch_ids`` columns into the 4D attention mask in the
-  batch's mask form (decided from ``model`` when the batch carries none), built on the batch's device.
+  batch's mask form (decided from ``model`` when the batch carries none), built on the batch's device, and
+  marks the (rows, length) dims of the inputs dynamic for ``torch.compile`` (a new batch shape then does not
+  recompile the model).
+
+transformers (``masking_utils._preprocess_mask_arguments``) passes any 4D mask, tensor or ``BlockMask``,
+through unchanged, and its flex_attention integration hands a ``BlockMask`` to ``flex_attention`` as the
+block mask.
 
 Packed rows need no mask: transformers 5.x detects packed sequences from ``position_ids`` that restart at 0
 when no 2D ``attention_mask`` is given (``masking_utils.find_packed_sequence_indices`` for sdpa / eager /
@@ -34,7 +42,8 @@ PROMPT, CHOSEN, REJECTED = 0, 1, 2
 MASK_FORM_KEY = "mask_form"  # batch key of the decided ``MaskForm`` (absent: decide from the model)
 
 DENSE_MASK_BACKENDS = ("sdpa", "eager")  # accept a custom 4D mask as it is
-BLOCK_SPARSE_BACKENDS = ("flex_attention",)  # packed detection builds a block mask
+BLOCK_SPARSE_BACKENDS = ("flex_attention",)  # take a BlockMask; packed detection builds one too
+CUSTOM_MASK_BACKENDS = DENSE_MASK_BACKENDS + BLOCK_SPARSE_BACKENDS
 
 
 def attention_backend(model: torch.nn.Module) -> str:
@@ -84,12 +93,11 @@ def layout_support(model: torch.nn.Module) -> dict[str, str | None]:
             "sequences "
             "(needs sdpa, eager, flex_attention or flash_attention_* with transformers' masking_utils)"
         )
-    if backend not in DENSE_MASK_BACKENDS or not masking:
+    if backend not in CUSTOM_MASK_BACKENDS or not masking:
         support["prefix_shared"] = (
             f"prefix_shared needs a custom 4D attention mask, which attention backend {backend!r} of "
             f"{type(base_causal_lm(model)).__name__} does not accept; load the model with "
-            "attn_implementation='sdpa' "
-            "or 'eager', or use batch_layout='packed'"
+            "attn_implementation='flex_attention', 'sdpa' or 'eager', or use batch_layout='packed'"
         )
     elif _has_sliding_layers(model):
         support["prefix_shared"] = (
@@ -116,6 +124,23 @@ def prefix_shared_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> t
     return mask.unsqueeze(1)
 
 
+def prefix_shared_block_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> Any:
+    """``prefix_shared_mask`` as a flex_attention ``BlockMask`` (B=R, H=1 broadcast, T x T), built on the ids'
+    device from a ``mask_mod`` over the (R, T) segment and branch ids; no (T, T) tensor is materialised
+    per row on CUDA, where ``create_block_mask`` is compiled."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):  # the same predicate as prefix_shared_mask, one (q, k) at a time
+        same_pair = segment_ids[b, q] == segment_ids[b, k]
+        visible = (branch_ids[b, k] == PROMPT) | (branch_ids[b, k] == branch_ids[b, q])
+        return same_pair & (k <= q) & visible
+
+    rows, length = segment_ids.shape
+    device = segment_ids.device
+    compiled = device.type == "cuda"
+    return create_block_mask(mask_mod, rows, None, length, length, device=device, _compile=compiled)
+
+
 class MaskForm(enum.Enum):
     """How a batch's attention structure is handed to the model. A new form (e.g. a flex_attention
     ``BlockMask``) is a new member, a case in ``decide_mask_form`` and one in ``build``."""
@@ -123,9 +148,12 @@ class MaskForm(enum.Enum):
     NONE = "none"  # the layout's inputs say it all: a 2D attention_mask (padded) or position_ids (packed)
     BOOLEAN_4D = "boolean_4d"  # (R, 1, T, T) bool, True where q may attend k: sdpa
     ADDITIVE_4D = "additive_4d"  # (R, 1, T, T) float, 0 or the dtype's min, added to the scores: eager
+    BLOCK_MASK = "block_mask"  # flex_attention BlockMask (R, 1, T, T): fully masked tiles are skipped
 
-    def build(self, segment_ids: torch.Tensor, branch_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def build(self, segment_ids: torch.Tensor, branch_ids: torch.Tensor, dtype: torch.dtype) -> Any:
         """``prefix_shared_mask`` in this form; ``dtype``: the model's float dtype (additive form)."""
+        if self is MaskForm.BLOCK_MASK:
+            return prefix_shared_block_mask(segment_ids, branch_ids)
         mask = prefix_shared_mask(segment_ids, branch_ids)
         if self is MaskForm.BOOLEAN_4D:
             return mask
@@ -136,7 +164,11 @@ class MaskForm(enum.Enum):
         raise ValueError(f"mask form {self.value!r} has no custom mask to build")
 
 
-_FORM_OF_BACKEND = {"sdpa": MaskForm.BOOLEAN_4D, "eager": MaskForm.ADDITIVE_4D}
+_FORM_OF_BACKEND = {
+    "sdpa": MaskForm.BOOLEAN_4D,
+    "eager": MaskForm.ADDITIVE_4D,
+    "flex_attention": MaskForm.BLOCK_MASK,
+}
 
 
 def decide_mask_form(model: torch.nn.Module) -> MaskForm:
@@ -155,7 +187,7 @@ def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, 
     """The model-call keyword arguments of a collated batch, in the form the model's backend expects."""
     inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
     if PREFIX_SEGMENT_KEY not in batch:
-        return inputs
+        return _dynamic_rows_and_length(inputs)
     form = batch.get(MASK_FORM_KEY) or decide_mask_form(model)
     backend = attention_backend(model)
     if _FORM_OF_BACKEND.get(backend) is not form:  # a batch laid out for another model
@@ -167,4 +199,15 @@ def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, 
     dtype = next(base_causal_lm(model).parameters()).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
     inputs["attention_mask"] = form.build(batch[PREFIX_SEGMENT_KEY], batch[PREFIX_BRANCH_KEY], dtype)
+    return _dynamic_rows_and_length(inputs)
+
+
+def _dynamic_rows_and_length(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Mark the rows and length dims of every input tensor ((R, T), or (R, 1, T, T) masks) dynamic, so a
+    ``torch.compile``d model compiles one graph for all batch shapes instead of one per shape (a no-op when
+    nothing is compiled). Size-1 rows still get their own graph: at most two after warm-up."""
+    for tensor in inputs.values():
+        if isinstance(tensor, torch.Tensor):
+            for dim in (0, 1) if tensor.dim() == 2 else (0, 2, 3):
+                torch._dynamo.maybe_mark_dynamic(tensor, dim)
     return inputs

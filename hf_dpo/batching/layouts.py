@@ -26,10 +26,10 @@ Layouts (``batch_layout``):
   rejected, so each prompt is encoded once. Pairs are packed into rows like ``packed``.
 
 ``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend
-and decides, once, the layout's ``mask_form`` (``hf_dpo.batching.attention.MaskForm``): how its attention
-structure reaches those models. A layout with a custom mask stamps the decided form on each batch
-(``MASK_FORM_KEY``); a layout built without ``choose_layout`` leaves it to the forward, which decides it from
-the model it runs.
+(on flex_attention: ``prefix_shared`` in one row with a block-sparse ``BlockMask``) and decides, once, the
+layout's ``mask_form`` (``hf_dpo.batching.attention.MaskForm``): how its attention structure reaches those
+models. A layout with a custom mask stamps the decided form on each batch (``MASK_FORM_KEY``); a layout built
+without ``choose_layout`` leaves it to the forward, which decides it from the model it runs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch
 
 from hf_dpo.batching.attention import (
     CHOSEN,
+    DENSE_MASK_BACKENDS,
     MASK_FORM_KEY,
     MODEL_INPUT_KEYS,
     PREFIX_BRANCH_KEY,
@@ -353,13 +354,32 @@ def choose_layout(
     if requested == "auto":
         skipped = {n: r for n, r in reasons.items() if r is not None}
         logger.info(
-            "batch_layout='auto' chose %r (%s) for attention backend %s%s",
+            "batch_layout='auto' chose %r (%s) for attention backend %s%s%s",
             name,
-            options or "",
+            ", ".join([f"{k}={v!r}" for k, v in options.items()] + _mask_form_note(layout)),
             "/".join(backends),
             f"; not exact here: {skipped}" if skipped else "",
+            _flex_hint(backends),
         )
     return layout
+
+
+def _mask_form_note(layout: BatchLayout) -> list[str]:
+    if not layout.custom_mask:
+        return []
+    form = layout.mask_form.value if layout.mask_form else "decided per model"
+    skip = ", fully masked blocks skipped" if layout.mask_form is MaskForm.BLOCK_MASK else ""
+    return [f"mask form {form}{skip}"]
+
+
+def _flex_hint(backends: Sequence[str]) -> str:
+    """Where flex_attention would be exact and faster than a dense mask (CUDA, a dense-mask backend)."""
+    if not torch.cuda.is_available() or not set(backends) <= set(DENSE_MASK_BACKENDS):
+        return ""
+    return (
+        "; flex_attention is available and exact here: load the models with "
+        "attn_implementation='flex_attention' so masked attention blocks are skipped (docs/performance.md)"
+    )
 
 
 def available_layouts() -> list[str]:

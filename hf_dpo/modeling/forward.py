@@ -4,7 +4,9 @@ and rejected completion (``ChosenRejectedLogps``).
 The model is called once through its own ``forward`` (so DDP / DeepSpeed wrappers see the call) with
 ``logits_to_keep=1``; a forward hook on the decoder captures the final hidden states, and the LM head is
 applied only at completion positions, in chunks (``hf_dpo.modeling.logprobs``). Models whose logits are
-not a plain linear map of the final hidden state fall back to the full-logits path.
+not a plain linear map of the final hidden state, or whose LM head is sharded (FSDP, ZeRO-3: gathered only
+inside the forward), take the logits path: the model applies its own head, with ``logits_to_keep`` set to
+the columns that hold a scored position (``completion_columns``), so prompt-only columns get no logits.
 """
 
 from __future__ import annotations
@@ -111,6 +113,14 @@ def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
     return bool((mine.float() - logits).abs().max() <= 1e-2 * scale)
 
 
+def completion_columns(index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns (K,) of an (R, T=width) batch that hold a scored position in any row, sorted, and the flat
+    ``index`` (N,) into (R, T) remapped into the (R, K) logits that ``logits_to_keep=columns`` returns."""
+    rows, columns = index // width, index % width
+    keep, position = torch.unique(columns, sorted=True, return_inverse=True)
+    return keep, rows * keep.numel() + position
+
+
 def sequence_logps(
     model: torch.nn.Module,
     batch: Mapping[str, Any],
@@ -149,8 +159,11 @@ def sequence_logps(
         hidden = captured["hidden"].flatten(0, 1)[index]
         head = lm.get_output_embeddings()
         token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size, wpo_weights)
-    else:
-        output = model(**inputs, use_cache=False)
+    else:  # the head runs inside the model (gathered there under FSDP / ZeRO-3), on the scored columns only
+        kwargs = {}
+        if "logits_to_keep" in inspect.signature(base_causal_lm(model).forward).parameters:
+            kwargs["logits_to_keep"], index = completion_columns(index, inputs["input_ids"].shape[1])
+        output = model(**inputs, use_cache=False, **kwargs)
         logits = output.logits.flatten(0, 1)[index]
         token_logps = chunked_logits_token_logps(logits, targets, chunk_size, wpo_weights)
     if wpo_weights:

@@ -11,8 +11,9 @@ from accelerate.utils import extract_model_from_parallel
 
 
 def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``*ForCausalLM`` module inside DDP/DeepSpeed/compile and PEFT wrappers."""
-    model = extract_model_from_parallel(model)
+    """The ``*ForCausalLM`` module inside DDP/DeepSpeed, ``torch.compile`` (``OptimizedModule._orig_mod``)
+    and PEFT wrappers: the module whose class and config say which attention backend and masks it uses."""
+    model = extract_model_from_parallel(model, keep_torch_compile=False)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 

@@ -24,12 +24,31 @@ def prepare_frozen_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.M
         if getattr(accelerator, "is_fsdp2", False):
             from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
-            return fsdp2_prepare_model(accelerator, model).eval()
+            return _reshard_after_forward(fsdp2_prepare_model(accelerator, model).eval())
         prepared = accelerator.prepare_model(model)  # FSDP1 wraps even when no parameter is trainable
         if prepared in accelerator._models:
             accelerator._models.remove(prepared)  # not part of the training state (checkpoints)
         return prepared.eval()
     return model.to(accelerator.device)
+
+
+def _reshard_after_forward(model: torch.nn.Module) -> torch.nn.Module:
+    """Free the reference's gathered FSDP2 parameters when its forward ends.
+
+    FSDP2 (``reshard_after_forward=None`` for the root) and accelerate (``False`` for its embedding + final
+    norm + LM-head unit) keep those parameters whole after the forward, expecting the backward to need them
+    at once. The frozen reference has no backward, so they would stay whole for the rest of the step.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+    def reshard(module: torch.nn.Module, args: Any, output: Any) -> None:
+        for unit in units:
+            unit.reshard()
+
+    model.register_forward_hook(reshard)
+    return model
 
 
 def _deepspeed_inference_engine(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
