@@ -213,6 +213,8 @@ class DPOConfig(TrainingArguments):
 
     def _validate_objective_fields(self) -> None:
         """The loss fields (checked by building ``LossConfig``), WPO / LD-DPO, truncation, padding-free."""
+        if self.loss_type is None:  # HfArgumentParser's default for a list-typed field
+            self.loss_type = "sigmoid"
         types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
         unknown = [t for t in types if t not in LOSS_TYPES]
         if unknown or not types:

@@ -129,7 +129,7 @@ def test_recipes_resolve_to_hf_dpo_keys_as_written():
         "train_split": "train",
         "test_split": "test",
     }
-    assert trl.batch_layout == "padded" and trl.peft.target_modules == "all-linear"
+    assert trl.padding_free is False and trl.batch_layout == "auto" and trl.peft.target_modules == "all-linear"
 
 
 # ---- TRL command-line flags --------------------------------------------------------------------------------
@@ -198,11 +198,8 @@ BASE = ["log_path=r", "model_name=m", "dataset=arithmetic"]
         ("dtype=float16", "model_init_kwargs", {"dtype": "float16"}),
         ("attn_implementation=eager", "model_init_kwargs", {"attn_implementation": "eager"}),
         ("use_flash_attention_2=true", "model_init_kwargs", {"attn_implementation": "flash_attention_2"}),
-        ("trust_remote_code=true", "model_init_kwargs", {"trust_remote_code": True}),
         ("model_revision=v2", "model_init_kwargs", {"revision": "v2"}),
         ("model_revision=main", "model_init_kwargs", None),
-        ("padding_free=true", "batch_layout", "packed"),
-        ("padding_free=false", "batch_layout", "padded"),
         ("overwrite_output_dir=true", "resume", "overwrite"),
         ("overwrite_output_dir=false", "resume", "refuse"),
         ("hub_model_revision=dev", "hub_revision", "dev"),
@@ -214,6 +211,20 @@ BASE = ["log_path=r", "model_name=m", "dataset=arithmetic"]
 def test_each_alias_sets_its_key(alias, key, value):
     base = [b for b in BASE if not b.startswith(f"{key}=")]
     assert getattr(load_config(TrainConfig, [*base, alias]), key) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field", "expected"),
+    [
+        ("padding_free", "true", "batch_layout", "packed"),  # TRL field: auto -> a padding-free layout
+        ("padding_free", "false", "batch_layout", "auto"),  # no padding-free demand: auto stays free
+        ("trust_remote_code", "true", "trust_remote_code", True),  # TRL field: model and tokenizer
+    ],
+)
+def test_trl_fields_that_are_dpo_config_fields(key, value, field, expected):
+    """TRL keys that are DPOConfig fields of their own take effect through DPOConfig, not an alias."""
+    config = load_config(TrainConfig, [*BASE, f"{key}={value}"])
+    assert getattr(config.dpo_config(), field) == expected
 
 
 def test_peft_and_quantization_aliases():

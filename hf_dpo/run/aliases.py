@@ -43,10 +43,6 @@ def _bool(value: Any, name: str) -> bool:
     return bool(coerce_value(value, bool, name))
 
 
-def _padding_free(value: Any, name: str) -> Settings:
-    return {"batch_layout": "packed" if _bool(value, name) else "padded"}
-
-
 def _overwrite(value: Any, name: str) -> Settings:
     return {"resume": "overwrite"} if _bool(value, name) else {}
 
@@ -109,15 +105,9 @@ ALIASES: dict[str, Alias] = {
         "true: flash_attention_2 (older handbook recipes)",
         _flash_attention_2,
     ),
-    "trust_remote_code": Alias(
-        "model_init_kwargs.trust_remote_code",
-        "run the model repo's own code",
-        _to("model_init_kwargs.trust_remote_code"),
-    ),
     "model_revision": Alias(
         "model_init_kwargs.revision", "the model's Hub revision (main: the default)", _revision
     ),
-    "padding_free": Alias("batch_layout", "true: packed (no padding); false: padded", _padding_free),
     "hub_model_revision": Alias("hub_revision", "the branch the push goes to", _to("hub_revision")),
     "warmup_ratio": Alias(
         "warmup_steps",
