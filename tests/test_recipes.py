@@ -129,7 +129,8 @@ def test_recipes_resolve_to_hf_dpo_keys_as_written():
         "train_split": "train",
         "test_split": "test",
     }
-    assert trl.padding_free is False and trl.batch_layout == "auto" and trl.peft.target_modules == "all-linear"
+    assert trl.padding_free is False and trl.batch_layout == "auto"
+    assert trl.peft.target_modules == "all-linear"
 
 
 # ---- TRL command-line flags --------------------------------------------------------------------------------
