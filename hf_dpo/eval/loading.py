@@ -135,10 +135,6 @@ class ModelPair:
             raise ValueError(f"which must be 'policy' or 'reference', got {which!r}")
 
 
-def _dtype(name: str) -> Any:
-    return "auto" if name == "auto" else getattr(torch, name)
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -153,7 +149,7 @@ def load_models(
     """Load policy, reference and tokenizer, in eval mode with dropout off, on ``device``."""
     info = resolve_run(model_path)
     base = base_model_name(info, model_name)
-    kwargs = {"dtype": _dtype(dtype)}
+    kwargs = {"dtype": dtype}  # load_causal_lm resolves names such as "bfloat16"
     reference = _load("reference model", base, lambda: load_causal_lm(base, **kwargs))
     if info.is_adapter:
         from peft import PeftModel

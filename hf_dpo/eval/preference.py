@@ -10,6 +10,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.config import dpo_default
 from hf_dpo.eval.loading import ModelPair
 from hf_dpo.eval.stats import preference_metrics, preference_values
 from hf_dpo.modeling.forward import sequence_logps
@@ -63,8 +64,8 @@ def evaluate_preference(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
     loss_config: LossConfig | None = None,
-    max_length: int | None = 1024,
-    max_prompt_length: int | None = 512,
+    max_length: int | None = dpo_default("max_length"),
+    max_prompt_length: int | None = dpo_default("max_prompt_length"),
     batch_size: int = 8,
     chunk_size: int = 1024,
     bootstrap_samples: int = 1000,
