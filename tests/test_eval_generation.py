@@ -134,6 +134,13 @@ def test_evaluate_model_on_a_run_directory_with_arithmetic(run_dir):
     assert results["preference"]["beta"] == 0.2  # read from the run's config.yaml
     assert (out / "report.md").read_text().startswith("# Evaluation")
     assert (out / "preference_rewards.png").stat().st_size > 0
+    pairs = [json.loads(line) for line in (out / "preference_pairs.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in pairs] == list(range(5))
+    accuracy = results["preference"]["accuracy"]["value"]
+    assert np.mean([p["accuracy"] for p in pairs]) == pytest.approx(accuracy)
+    for p in pairs:  # each row's reward is β × its own log-ratio
+        log_ratio = p["policy_chosen_logps"] - p["ref_chosen_logps"]
+        assert p["chosen_reward"] == pytest.approx(0.2 * log_ratio, abs=1e-5)
     records = [json.loads(line) for line in (out / "generation_samples.jsonl").read_text().splitlines()]
     assert len(records) == 5
     for which in ("policy", "reference"):

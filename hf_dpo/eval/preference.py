@@ -10,6 +10,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.batching.layouts import choose_layout
 from hf_dpo.config import dpo_default
 from hf_dpo.eval.loading import ModelPair
 from hf_dpo.eval.stats import preference_metrics, preference_values
@@ -29,14 +30,28 @@ def pair_logps(
     batch_size: int = 8,
     chunk_size: int = 1024,
     show_progress: bool = False,
+    batch_layout: str = "auto",
 ) -> tuple[PreferenceLogps, torch.Tensor, torch.Tensor]:
     """Summed completion log-probs of policy and reference for every tokenized pair
-    (``hf_dpo.modeling.forward``), plus the chosen and rejected completion lengths, each (N,)."""
-    collate = DPODataCollator(pad_token_id_for(pair.tokenizer))
+    (``hf_dpo.modeling.forward``), plus the chosen and rejected completion lengths, each (N,), in the order
+    of ``tokenized``.
+
+    Pairs are batched longest first (less padding) in ``batch_layout`` (``"auto"``: the fastest layout that
+    is exact for both models, as in training); neither changes a log-prob.
+    """
+    pad_id = pad_token_id_for(pair.tokenizer)
+    collate = DPODataCollator(pad_id, choose_layout((pair.policy, pair.reference), batch_layout, pad_id))
     device = next(pair.policy.parameters()).device
+    lengths = [
+        len(p) + len(c) + len(r)
+        for p, c, r in zip(
+            tokenized["prompt_ids"], tokenized["chosen_ids"], tokenized["rejected_ids"], strict=True
+        )
+    ]
+    order = sorted(range(len(tokenized)), key=lambda i: -lengths[i])
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr", "nc", "nr")}
     for start in tqdm(range(0, len(tokenized), batch_size), desc="Scoring pairs", disable=not show_progress):
-        rows = tokenized.select(range(start, min(start + batch_size, len(tokenized))))
+        rows = tokenized.select(order[start : start + batch_size])
         batch = _to(collate(list(rows)), device)
         with pair.use("policy") as model:
             policy = sequence_logps(model, batch, chunk_size)
@@ -51,7 +66,9 @@ def pair_logps(
             ("nr", policy.rejected_num_tokens),
         ):
             parts[key].append(value.float().cpu())
-    cat = {k: torch.cat(v) for k, v in parts.items()}
+    restore = torch.empty(len(order), dtype=torch.long)
+    restore[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    cat = {k: torch.cat(v)[restore] if v else torch.zeros(0) for k, v in parts.items()}
     return PreferenceLogps(cat["pc"], cat["pr"], cat["rc"], cat["rr"]), cat["nc"], cat["nr"]
 
 

@@ -133,10 +133,18 @@ def write_outputs(
     pref_values: Mapping[str, np.ndarray] | None,
     plots: bool = True,
 ) -> None:
-    """``results.json``, ``<task>_samples.jsonl`` for each task with records, plots and ``report.md``."""
+    """``results.json``, ``<task>_samples.jsonl`` for each task with records, ``preference_pairs.jsonl``
+    (one row of per-pair values per held-out pair, in dataset order), plots and ``report.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float), "utf-8")
     for name, rows in records.items():
         write_jsonl(out_dir / f"{name}_samples.jsonl", rows)
+    if pref_values is not None:
+        columns = {k: np.asarray(v).tolist() for k, v in pref_values.items()}
+        count = len(next(iter(columns.values()), []))
+        write_jsonl(
+            out_dir / "preference_pairs.jsonl",
+            [{"index": i, **{k: v[i] for k, v in columns.items()}} for i in range(count)],
+        )
     written = write_plots(out_dir, results, pref_values) if plots else []
     (out_dir / "report.md").write_text(markdown_report(results, written), "utf-8")
