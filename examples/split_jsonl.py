@@ -1,6 +1,6 @@
 """Split a JSON Lines file into a train file and a held-out test file, reproducibly (seeded shuffle).
 
-    python examples/split_jsonl.py ../shared/data/preference/hh_rlhf.test.jsonl .cache/hh --test-rows 200
+    python examples/split_jsonl.py ../shared/data/preference/hh_rlhf.test.jsonl .cache/hh --test-rows 400
 
 writes ``.cache/hh/train.jsonl`` and ``.cache/hh/test.jsonl``: the lines are shuffled with
 ``random.Random(seed)`` and the first ``test_rows`` become the test file; both files keep the source order.
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--test-rows", type=int, default=200)
+    parser.add_argument("--test-rows", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     train, test = split_jsonl(args.source, args.out_dir, args.test_rows, args.seed)
