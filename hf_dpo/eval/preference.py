@@ -30,17 +30,16 @@ def pair_logps(
     batch_size: int = 8,
     chunk_size: int = 1024,
     show_progress: bool = False,
-    batch_layout: str = "auto",
 ) -> tuple[PreferenceLogps, torch.Tensor, torch.Tensor]:
     """Summed completion log-probs of policy and reference for every tokenized pair
     (``hf_dpo.modeling.forward``), plus the chosen and rejected completion lengths, each (N,), in the order
     of ``tokenized``.
 
-    Pairs are batched longest first (less padding) in ``batch_layout`` (``"auto"``: the fastest layout that
-    is exact for both models, as in training); neither changes a log-prob.
+    Pairs are batched longest first (less padding) in the fastest layout that is exact for both models, as
+    in training; neither changes a log-prob.
     """
     pad_id = pad_token_id_for(pair.tokenizer)
-    collate = DPODataCollator(pad_id, choose_layout((pair.policy, pair.reference), batch_layout, pad_id))
+    collate = DPODataCollator(pad_id, choose_layout((pair.policy, pair.reference), "auto", pad_id))
     device = next(pair.policy.parameters()).device
     lengths = [
         len(p) + len(c) + len(r)
@@ -66,8 +65,7 @@ def pair_logps(
             ("nr", policy.rejected_num_tokens),
         ):
             parts[key].append(value.float().cpu())
-    restore = torch.empty(len(order), dtype=torch.long)
-    restore[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    restore = torch.argsort(torch.tensor(order, dtype=torch.long))  # sorted position of each original pair
     cat = {k: torch.cat(v)[restore] if v else torch.zeros(0) for k, v in parts.items()}
     return PreferenceLogps(cat["pc"], cat["pr"], cat["rc"], cat["rr"]), cat["nc"], cat["nr"]
 
