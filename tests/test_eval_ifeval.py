@@ -41,7 +41,8 @@ def test_install_hint_names_the_extra():
     assert "hf_dpo[eval]" in INSTALL_HINT
 
 
-def test_ifeval_on_local_sample():
+def tiny_tokenizer():
+    """The SmolLM2 tokenizer, skipping when lm_eval's IFEval extras or ../shared are absent."""
     try:
         require_lm_eval()
     except ImportError as err:
@@ -50,9 +51,13 @@ def test_ifeval_on_local_sample():
         pytest.skip(f"needs {TINY} (the SmolLM2 tokenizer in ../shared), which is absent here")
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(TINY)
+
+
+def test_ifeval_on_local_sample():
     from hf_dpo.eval.ifeval import run_ifeval
 
-    tok = AutoTokenizer.from_pretrained(TINY)
+    tok = tiny_tokenizer()
     metrics, records = run_ifeval(
         constant_word_model(tok, " bread"), tok, data_files=str(FIXTURE), max_new_tokens=6, batch_size=5
     )
@@ -73,3 +78,60 @@ def test_ifeval_on_local_sample():
     assert metrics["inst_level_strict_acc"] == pytest.approx(inst_level)
     assert set(METRICS) <= set(metrics)
     assert metrics["prompt_level_loose_acc"] >= metrics["prompt_level_strict_acc"]
+    # One line without markdown: every loose variant is the response itself or empty, so loose == strict,
+    # including the langdetect-based lowercase-English check (unseeded, it flipped between the two).
+    assert all(r["loose"] == r["strict"] for r in records)
+
+
+def test_language_checks_are_seeded_and_the_seed_restored(monkeypatch):
+    """langdetect samples; run_ifeval must seed it for every check and put the caller's seed back."""
+    import langdetect
+    from langdetect import DetectorFactory
+
+    from hf_dpo.eval.ifeval import run_ifeval
+
+    tok = tiny_tokenizer()
+    seen = []
+    detect = langdetect.detect
+
+    def spy(text):
+        seen.append(DetectorFactory.seed)
+        return detect(text)
+
+    monkeypatch.setattr(langdetect, "detect", spy)
+    monkeypatch.setattr(DetectorFactory, "seed", None)
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    answers = []
+    for _ in range(2):
+        _, records = run_ifeval(
+            constant_word_model(tok, " bread"), tok, data_files=str(FIXTURE), max_new_tokens=6, seed=7
+        )
+        answers.append([r["strict"] + r["loose"] for r in records])
+    assert any("change_case:english_lowercase" in r["instruction_id_list"] for r in rows)
+    assert len(seen) >= 2 and set(seen) == {7}  # that check ran in both runs, always under the given seed
+    assert answers[0] == answers[1]
+    assert DetectorFactory.seed is None
+
+
+def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch):
+    """Offline without punkt_tab, a sentence-counting instruction names the download command."""
+    import nltk
+    from lm_eval.tasks.ifeval import instructions_util
+
+    from hf_dpo.eval.ifeval import run_ifeval
+
+    tok = tiny_tokenizer()
+    data = tmp_path / "sentences.jsonl"
+    row = {
+        "key": 1,
+        "prompt": "Greet me in at most two sentences.",
+        "instruction_id_list": ["length_constraints:number_sentences"],
+        "kwargs": [{"relation": "less than", "num_sentences": 3}],
+    }
+    data.write_text(json.dumps(row) + "\n")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no_nltk_data")])  # punkt_tab can't be found
+    monkeypatch.setattr(nltk, "download", lambda *args, **kwargs: False)  # nor fetched
+    instructions_util._get_sentence_tokenizer.cache_clear()
+    with pytest.raises(RuntimeError, match=r"punkt_tab.*python -m nltk.downloader punkt_tab"):
+        run_ifeval(constant_word_model(tok, " bread"), tok, data_files=str(data), max_new_tokens=4)
+    instructions_util._get_sentence_tokenizer.cache_clear()

@@ -80,8 +80,10 @@ def run_ifeval(
     seed: int = 0,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Prompt- and instruction-level strict/loose accuracy of ``model`` on IFEval, and per-prompt records
-    (prompt, response, per-instruction results). ``chat_template=None``: use it if the tokenizer has one."""
+    (prompt, response, per-instruction results). ``chat_template=None``: use it if the tokenizer has one.
+    ``seed`` seeds the harness and langdetect (the language checkers), so verdicts are reproducible."""
     require_lm_eval()
+    from langdetect import DetectorFactory
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -89,20 +91,34 @@ def run_ifeval(
     if chat_template is None:
         chat_template = bool(getattr(tokenizer, "chat_template", None))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        task = _task_yaml(Path(tmp), data_files, max_new_tokens)
-        out = simple_evaluate(
-            model=lm,
-            tasks=[task],
-            task_manager=TaskManager(),
-            limit=limit,
-            apply_chat_template=chat_template,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-        )
+    # The language checkers call langdetect, which samples: unseeded, one response can pass the strict check
+    # and fail the loose one (or change between runs). Seeding it makes every check a function of the text.
+    saved_seed = DetectorFactory.seed
+    DetectorFactory.seed = seed
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            task = _task_yaml(Path(tmp), data_files, max_new_tokens)
+            out = simple_evaluate(
+                model=lm,
+                tasks=[task],
+                task_manager=TaskManager(),
+                limit=limit,
+                apply_chat_template=chat_template,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+            )
+    except LookupError as err:  # NLTK data missing: the sentence-counting checkers need punkt_tab
+        raise RuntimeError(
+            "IFEval's sentence-counting instructions need NLTK's punkt_tab data, which is not installed here "
+            "(lm_eval's download of it failed, e.g. offline). Fix: run `python -m nltk.downloader punkt_tab` "
+            "on a machine with internet and copy ~/nltk_data here (or point NLTK_DATA at it). "
+            f"NLTK said: {str(err).strip().splitlines()[0]}"
+        ) from err
+    finally:
+        DetectorFactory.seed = saved_seed
     result = out["results"]["ifeval"]
     metrics = {name: float(result[f"{name},none"]) for name in METRICS}
     metrics["num_prompts"] = int(result.get("sample_len", len(out["samples"]["ifeval"])))
