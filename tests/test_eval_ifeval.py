@@ -113,12 +113,14 @@ def test_language_checks_are_seeded_and_the_seed_restored(monkeypatch):
     assert DetectorFactory.seed is None
 
 
-def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     """Offline without punkt_tab, a sentence-counting instruction names the download command."""
     import nltk
     from lm_eval.tasks.ifeval import instructions_util
 
+    from hf_dpo.eval import loading as eval_loading
     from hf_dpo.eval.ifeval import run_ifeval
+    from hf_dpo.eval.runner import main as eval_main
 
     tok = tiny_tokenizer()
     data = tmp_path / "sentences.jsonl"
@@ -132,6 +134,15 @@ def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no_nltk_data")])  # punkt_tab can't be found
     monkeypatch.setattr(nltk, "download", lambda *args, **kwargs: False)  # nor fetched
     instructions_util._get_sentence_tokenizer.cache_clear()
-    with pytest.raises(RuntimeError, match=r"punkt_tab.*python -m nltk.downloader punkt_tab"):
+    with pytest.raises(FileNotFoundError, match=r"punkt_tab.*python -m nltk.downloader punkt_tab"):
         run_ifeval(constant_word_model(tok, " bread"), tok, data_files=str(data), max_new_tokens=4)
+    # The command line: one line and exit 2, no traceback (both models load as the constant-word model)
+    bread_model = constant_word_model(tok, " bread")
+    monkeypatch.setattr(eval_loading, "load_causal_lm", lambda *args, **kwargs: bread_model)
+    argv = [f"model_path={TINY}", f"model_name={TINY}", "tasks=ifeval", f"ifeval_data_files={data}"]
+    code = eval_main([*argv, "ifeval_max_new_tokens=4", f"log_path={tmp_path / 'eval'}"])
+    err = capsys.readouterr().err.strip().splitlines()
     instructions_util._get_sentence_tokenizer.cache_clear()
+    assert code == 2
+    assert err[-1].startswith("hf-dpo-eval: error: IFEval's sentence-counting instructions need NLTK's")
+    assert not any("Traceback" in line for line in err)

@@ -110,8 +110,10 @@ def run_ifeval(
                 numpy_random_seed=seed,
                 torch_random_seed=seed,
             )
-    except LookupError as err:  # NLTK data missing: the sentence-counting checkers need punkt_tab
-        raise RuntimeError(
+    except LookupError as err:
+        if type(err) is not LookupError or "punkt" not in str(err):  # KeyError etc.: not missing NLTK data
+            raise
+        raise FileNotFoundError(  # an OSError, so `hf_dpo.eval` reports it in one line and exits 2
             "IFEval's sentence-counting instructions need NLTK's punkt_tab data, which is not installed here "
             "(lm_eval's download of it failed, e.g. offline). Fix: run `python -m nltk.downloader punkt_tab` "
             "on a machine with internet and copy ~/nltk_data here (or point NLTK_DATA at it). "
