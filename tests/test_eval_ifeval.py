@@ -144,5 +144,5 @@ def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     instructions_util._get_sentence_tokenizer.cache_clear()
     assert code == 2
-    assert err[-1].startswith("hf-dpo-eval: error: IFEval's sentence-counting instructions need NLTK's")
+    assert err[-1].startswith("hf-dpo-eval: error: IFEval's instructions that tokenize with NLTK")
     assert not any("Traceback" in line for line in err)

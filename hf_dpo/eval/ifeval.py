@@ -114,7 +114,8 @@ def run_ifeval(
         if type(err) is not LookupError or "punkt" not in str(err):  # KeyError etc.: not missing NLTK data
             raise
         raise FileNotFoundError(  # an OSError, so `hf_dpo.eval` reports it in one line and exits 2
-            "IFEval's sentence-counting instructions need NLTK's punkt_tab data, which is not installed here "
+            "IFEval's instructions that tokenize with NLTK (length_constraints:number_sentences, "
+            "change_case:capital_word_frequency) need its punkt_tab data, which is not installed here "
             "(lm_eval's download of it failed, e.g. offline). Fix: run `python -m nltk.downloader punkt_tab` "
             "on a machine with internet and copy ~/nltk_data here (or point NLTK_DATA at it). "
             f"NLTK said: {str(err).strip().splitlines()[0]}"
