@@ -134,10 +134,10 @@ def test_missing_nltk_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no_nltk_data")])  # punkt_tab can't be found
     monkeypatch.setattr(nltk, "download", lambda *args, **kwargs: False)  # nor fetched
     instructions_util._get_sentence_tokenizer.cache_clear()
-    with pytest.raises(FileNotFoundError, match=r"punkt_tab.*python -m nltk.downloader punkt_tab"):
-        run_ifeval(constant_word_model(tok, " bread"), tok, data_files=str(data), max_new_tokens=4)
-    # The command line: one line and exit 2, no traceback (both models load as the constant-word model)
     bread_model = constant_word_model(tok, " bread")
+    with pytest.raises(FileNotFoundError, match=r"punkt_tab.*python -m nltk.downloader punkt_tab"):
+        run_ifeval(bread_model, tok, data_files=str(data), max_new_tokens=4)
+    # The command line: one line and exit 2, no traceback (both models load as the constant-word model)
     monkeypatch.setattr(eval_loading, "load_causal_lm", lambda *args, **kwargs: bread_model)
     argv = [f"model_path={TINY}", f"model_name={TINY}", "tasks=ifeval", f"ifeval_data_files={data}"]
     code = eval_main([*argv, "ifeval_max_new_tokens=4", f"log_path={tmp_path / 'eval'}"])
