@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,8 @@ from transformers import TrainingArguments
 
 from hf_dpo.batching.layouts import available_layouts
 from hf_dpo.objective.losses import LOSS_TYPES, LossConfig
+
+logger = logging.getLogger("hf_dpo")
 
 TRUNCATION_MODES = ("keep_start", "keep_end")
 
@@ -293,3 +297,40 @@ def dpo_config_from(args: TrainingArguments) -> DPOConfig:
     if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1 and not values.get("loss_weights"):
         values["loss_type"] = loss_type[0]
     return DPOConfig(**values)
+
+
+def check_trainer_args(args: Any, model: Any) -> DPOConfig:
+    """``args``, or TRL's default ``<model name>-DPO`` output directory when None; a clear error for a
+    ``TrainingArguments`` of another library (e.g. ``trl.DPOConfig``)."""
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+        return DPOConfig(output_dir=f"{os.path.basename(name.rstrip('/')) or 'model'}-DPO")
+    if isinstance(args, DPOConfig):
+        return args
+    if isinstance(args, TrainingArguments):
+        kind = f"{type(args).__module__}.{type(args).__qualname__}"
+        raise TypeError(
+            f"args is a {kind}, but hf_dpo.DPOTrainer needs an hf_dpo.DPOConfig (hf_dpo.config.DPOConfig), "
+            "which has the same TRL field names. Fix: build hf_dpo.DPOConfig(...) with the same arguments or "
+            "convert with `hf_dpo.config.dpo_config_from(args)`."
+        )
+    raise TypeError(f"args must be an hf_dpo.DPOConfig, got {type(args).__name__}")
+
+
+def check_datasets(args: DPOConfig, train_dataset: Any, eval_dataset: Any) -> None:
+    """Refuse precompute with a streaming dataset (TRL's contract) and turn off batch dispatching for a
+    streaming train set (as TRL: dispatching would concatenate our batches)."""
+    from datasets import IterableDataset
+
+    evals = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+    streaming = [d for d in (train_dataset, *evals) if isinstance(d, IterableDataset)]
+    if streaming and args.precompute_ref_log_probs:
+        raise ValueError(
+            "precompute_ref_log_probs=True is not supported with IterableDataset: the reference log-probs "
+            "are stored as dataset columns. Fix: use a map-style datasets.Dataset (load without "
+            "streaming=True), or set precompute_ref_log_probs=False."
+        )
+    if isinstance(train_dataset, IterableDataset):
+        if args.accelerator_config.dispatch_batches:
+            logger.warning("hf_dpo: dispatch_batches=True is turned off for a streaming train_dataset")
+        args.accelerator_config.dispatch_batches = False

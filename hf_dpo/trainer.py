@@ -11,29 +11,23 @@ from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
 from hf_dpo.batching.layouts import choose_layout
-from hf_dpo.config import DPOConfig
-from hf_dpo.modeling.adapters import check_quantization_support, prepare_peft_model, save_merged_model
-from hf_dpo.modeling.forward import ChosenRejectedLogps, add_ld_weights, sequence_logps
-from hf_dpo.modeling.loading import (
-    disable_dropout,
-    load_causal_lm,
-    load_tokenizer,
-    set_pad_token,
-    warn_if_low_precision_training,
-)
+from hf_dpo.config import DPOConfig, check_datasets, check_trainer_args
+from hf_dpo.modeling.adapters import prepare_peft_model, save_merged_model
+from hf_dpo.modeling.loading import load_for_training, prepare_for_training
 from hf_dpo.modeling.unwrap import base_causal_lm
-from hf_dpo.objective.losses import LossConfig, PreferenceLogps, needs_reference, preference_loss, sft_loss
-from hf_dpo.objective.metrics import MetricSums, batch_sums, summarize
+from hf_dpo.objective.losses import needs_reference
+from hf_dpo.objective.metrics import MetricSums, summarize
 from hf_dpo.reference.policies import NoReference, PrecomputedReference, make_reference
-from hf_dpo.reference.precompute import precompute_reference
+from hf_dpo.reference.precompute import precompute_reference, with_reference_columns
 from hf_dpo.reference.sync import RefSyncCallback
 from hf_dpo.run import finite
 from hf_dpo.run.checkpoints import staged_checkpoint
 from hf_dpo.run.launch import distributed_mismatch
+from hf_dpo.scoring import Objective, score_batch
 from hf_dpo.tokens.tokenization import (
     REF_COLUMNS,
     TOKEN_COLUMNS,
@@ -93,24 +87,17 @@ class DPOTrainer(Trainer):
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
-        args = _check_args(args, model)
-        if isinstance(train_dataset, IterableDataset):  # as TRL: dispatching would concatenate our batches
-            if args.accelerator_config.dispatch_batches:
-                logger.warning("hf_dpo: dispatch_batches=True is turned off for a streaming train_dataset")
-            args.accelerator_config.dispatch_batches = False
-        model, ref_model, processing_class = _load_models(
+        args = check_trainer_args(args, model)
+        check_datasets(args, train_dataset, eval_dataset)
+        model, ref_model, processing_class = load_for_training(
             model, ref_model, processing_class, args, quantization_config
         )
         model, fresh_adapter = prepare_peft_model(model, peft_config, bool(args.activation_checkpointing))
-        has_fp32_master = bool(args.deepspeed) and bool(args.bf16 or args.fp16)  # DeepSpeed keeps one
-        warn_if_low_precision_training(model, has_fp32_master=has_fp32_master)
-        if args.save_merged_model and not hasattr(model, "merge_and_unload"):
-            raise ValueError("save_merged_model=True needs a PEFT model (pass peft_config); set it to False")
-        if args.disable_dropout:
-            for m in (model, ref_model):
-                if m is not None:
-                    disable_dropout(m)
-        self.reference = make_reference(model, ref_model, fresh_adapter, needs_reference(args.loss_type))
+        prepare_for_training(model, ref_model, args)
+        copy_free = args.precompute_ref_log_probs and not (args.fsdp or args.deepspeed or args.sync_ref_model)
+        self.reference = make_reference(
+            model, ref_model, fresh_adapter, needs_reference(args.loss_type), copy_free
+        )
         if data_collator is None:  # the fastest layout exact for both models, its mask form decided once
             pad_id = pad_token_id_for(processing_class)
             layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
@@ -122,7 +109,7 @@ class DPOTrainer(Trainer):
             args=args,
             data_collator=data_collator,
             train_dataset=self._tokenize(train_dataset, processing_class, args, "train"),
-            eval_dataset=self._tokenize_eval(eval_dataset, processing_class, args),
+            eval_dataset=self._tokenize(eval_dataset, processing_class, args, "eval"),
             processing_class=processing_class,
             compute_metrics=compute_metrics,
             callbacks=callbacks,
@@ -131,18 +118,11 @@ class DPOTrainer(Trainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **kwargs,
         )
-        if (mismatch := distributed_mismatch(args)) is not None:
-            raise ValueError(mismatch)
+        self._check_launch()
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
-        if args.n_gpu > 1:
-            raise ValueError(
-                f"{args.n_gpu} GPUs in one process (torch DataParallel) are not supported by DPOTrainer: one "
-                "batch is one set of pairs. Launch one process per GPU instead: `accelerate launch "
-                "--num_processes N ...` or `torchrun --nproc_per_node N ...`."
-            )
-        self._setup_objective()
+        self.objective = self._build_objective()
         self._place_reference()
         if args.sync_ref_model:
             sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
@@ -151,12 +131,20 @@ class DPOTrainer(Trainer):
         self._log_window = _LogWindow()
         self.add_callback(self._log_window)
 
-    def _setup_objective(self) -> None:
-        """The loss settings, built once from ``args``: ``loss_config``, the MoE router auxiliary loss
-        (``aux_loss_enabled``, ``router_aux_loss_coef``: the argument, else the model config's, as TRL) and
-        activation offloading."""
+    def _check_launch(self) -> None:
+        if (mismatch := distributed_mismatch(self.args)) is not None:
+            raise ValueError(mismatch)
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                f"{self.args.n_gpu} GPUs in one process (torch DataParallel) are not supported by "
+                "DPOTrainer: one batch is one set of pairs. Launch one process per GPU instead: "
+                "`accelerate launch --num_processes N ...` or `torchrun --nproc_per_node N ...`."
+            )
+
+    def _build_objective(self) -> Objective:
+        """The run's ``Objective``, built once from ``args``, with the MoE router auxiliary loss: its
+        coefficient is ``router_aux_loss_coef``, else the model config's (as TRL); 0 for dense models."""
         args: DPOConfig = self.args
-        self.loss_config = LossConfig.from_args(args)
         if isinstance(self.reference, NoReference) and (args.sync_ref_model or args.precompute_ref_log_probs):
             raise ValueError(
                 f"loss_type {args.loss_type!r} is reference-free, so there is no reference to sync or "
@@ -172,14 +160,12 @@ class DPOTrainer(Trainer):
                 "Mixture-of-Experts model that returns router logits; there is no auxiliary loss to weight. "
                 "Leave router_aux_loss_coef=None."
             )
-        self.router_aux_loss_coef = float(
-            getattr(text_config, "router_aux_loss_coef", 0.0) or 0.0 if coef is None else coef
-        )
-        self.aux_loss_enabled = is_moe and self.router_aux_loss_coef != 0.0
+        coef = float(getattr(text_config, "router_aux_loss_coef", 0.0) or 0.0 if coef is None else coef)
+        return Objective.from_args(args, router_aux_loss_coef=coef if is_moe else 0.0)
 
     def _place_reference(self) -> None:
         """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device; with
-        ``precompute_ref_log_probs``, replace it by its log-probs as dataset columns."""
+        ``precompute_ref_log_probs``, answer from precomputed dataset columns."""
         if isinstance(self.reference, NoReference):
             return
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
@@ -193,29 +179,30 @@ class DPOTrainer(Trainer):
             self.reference = precompute_reference(self)
 
     @property
+    def router_aux_loss_coef(self) -> float:
+        """The weight of the MoE router loss in use (TRL's attribute)."""
+        return self.objective.router_aux_loss_coef
+
+    @property
+    def aux_loss_enabled(self) -> bool:
+        """Whether the MoE router loss is added (TRL's attribute)."""
+        return self.objective.router_aux_loss_coef != 0.0
+
+    @property
     def ref_model(self) -> torch.nn.Module | None:
         """The separate frozen reference model, as in TRL: None with PEFT (the reference is the policy with
-        its adapter disabled) and after ``precompute_ref_log_probs`` (the reference was freed)."""
-        return getattr(self.reference, "model", None)
-
-    @classmethod
-    def _tokenize_eval(cls, dataset: Any, tokenizer: Any, args: DPOConfig) -> Any:
-        if isinstance(dataset, dict):
-            return {k: cls._tokenize(v, tokenizer, args, f"eval[{k}]") for k, v in dataset.items()}
-        return cls._tokenize(dataset, tokenizer, args, "eval")
+        its adapter disabled) and with ``precompute_ref_log_probs`` unless ``ref_model`` was given."""
+        return getattr(getattr(self.reference, "source", self.reference), "model", None)
 
     @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
         """Raw rows -> token ids (idempotent: tokenized datasets and ``Trainer``'s split names pass through).
         A streaming ``IterableDataset`` is tokenized lazily, row for row as a map-style one."""
+        if isinstance(dataset, dict):
+            return {k: DPOTrainer._tokenize(v, tokenizer, args, f"{split}[{k}]") for k, v in dataset.items()}
         if dataset is None or isinstance(dataset, str):
             return dataset
         if isinstance(dataset, IterableDataset):
-            if args.precompute_ref_log_probs:
-                raise ValueError(
-                    f"precompute_ref_log_probs=True needs a map-style {split} dataset, but it is a streaming "
-                    "IterableDataset. Fix: load it without streaming, or set precompute_ref_log_probs=False."
-                )
             first = next(iter(dataset), None)
             if first is None or set(TOKEN_COLUMNS) <= set(first):
                 return dataset
@@ -292,14 +279,13 @@ class DPOTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean loss of the batch: ``preference_loss`` with ``loss_config`` (times the WPO weights with
-        ``use_weighting``), plus ``rpo_alpha`` · NLL and the MoE router loss. During training, per-pair losses
+        """Mean loss of the batch (``hf_dpo.scoring.score_batch`` with the run's ``objective``: the preference
+        loss, times the WPO weights with ``use_weighting``, plus ``rpo_alpha`` · NLL and the MoE router loss).
+        During training, per-pair losses
         are summed and divided by the pairs of the whole optimizer step across processes
         (``num_items_in_batch``), times the process count (data-parallel backends average gradients), so
         every pair weighs the same under gradient accumulation and uneven batches."""
         args: DPOConfig = self.args
-        if args.ld_alpha is not None:
-            inputs = add_ld_weights(inputs, args.ld_alpha)  # policy and reference log-probs alike
         offload = args.activation_offloading and torch.is_grad_enabled() and model.training
         offloading = (
             torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
@@ -307,42 +293,19 @@ class DPOTrainer(Trainer):
             else contextlib.nullcontext()
         )
         with offloading:  # activation_offloading: tensors saved for backward wait in CPU memory
-            policy = sequence_logps(
-                model,
-                inputs,
-                args.logprob_chunk_size,
-                wpo_weights=args.use_weighting,
-                output_router_logits=self.aux_loss_enabled,
-            )
-        ref = self._reference_logps(model, inputs)
-        out = preference_loss(PreferenceLogps.from_records(policy, ref), self.loss_config)
-        losses = out.losses
-        if args.use_weighting:  # WPO (Zhou et al. 2024, arXiv:2406.11827, Eq. 2): w(y_w)·w(y_l) per pair
-            losses = losses * (policy.chosen_weights * policy.rejected_weights)
-        if args.rpo_alpha:
-            losses = losses + args.rpo_alpha * sft_loss(policy.chosen_logps, policy.chosen_num_tokens)
-        sums = batch_sums(out, policy, inputs["num_tokens"])
-        if self.aux_loss_enabled:  # a per-batch scalar, weighted by the batch's pairs like the pair losses
-            losses = losses + self.router_aux_loss_coef * policy.aux_loss
-            sums["aux_loss"] = policy.aux_loss.detach() * losses.shape[0]
-        self._metric_sums["train" if model.training else "eval"].add(sums)
+            scores = score_batch(model, self.reference, inputs, self.objective, self.accelerator.autocast)
+        self._metric_sums["train" if model.training else "eval"].add(scores.metric_sums(inputs["num_tokens"]))
+        losses = scores.losses
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
             loss = losses.sum() / num_items_in_batch * self.accelerator.num_processes
         if return_outputs:
-            return loss, {"chosen_rewards": out.chosen_rewards, "rejected_rewards": out.rejected_rewards}
+            return loss, {
+                "chosen_rewards": scores.dpo.chosen_rewards,
+                "rejected_rewards": scores.dpo.rejected_rewards,
+            }
         return loss
-
-    def _reference_logps(self, model: torch.nn.Module, inputs: dict[str, Any]) -> ChosenRejectedLogps | None:
-        """Precomputed columns when the batch has them, else a no-grad forward of the reference policy; None
-        for reference-free losses."""
-        if isinstance(self.reference, NoReference):
-            return None
-        if PrecomputedReference.has_columns(inputs):
-            return PrecomputedReference().logps(model, inputs, self.args.logprob_chunk_size)
-        with self.accelerator.autocast():  # the same mixed precision as the prepared policy's forward
-            return self.reference.logps(model, inputs, self.args.logprob_chunk_size)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
         """Pairs in the whole optimizer step, summed over processes (one collective per step)."""
@@ -385,15 +348,24 @@ class DPOTrainer(Trainer):
         self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
     ) -> dict:
         """``Trainer.evaluate`` plus the DPO metrics under ``metric_key_prefix`` and ``test/nll``."""
-        eval_dataset = self._tokenize_eval(eval_dataset, self.processing_class, self.args)
+        eval_dataset = self._with_reference(
+            self._tokenize(eval_dataset, self.processing_class, self.args, "eval")
+        )
         if not isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
             self._metric_sums["eval"] = MetricSums()  # drop anything a predict() call left behind
             self._eval_prefix = metric_key_prefix
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
+    def _with_reference(self, dataset: Any, split: str = "eval") -> Any:
+        """With precomputed reference log-probs: ``dataset`` with its columns (cached by fingerprint)."""
+        if not isinstance(self.reference, PrecomputedReference):
+            return dataset
+        return with_reference_columns(self, self.reference, dataset, split)
+
     def predict(self, test_dataset: Any, ignore_keys: Any = None, metric_key_prefix: str = "test") -> Any:
         """``Trainer.predict`` on raw or tokenized pairs (raw rows are tokenized like the training data)."""
         test_dataset = self._tokenize(test_dataset, self.processing_class, self.args, metric_key_prefix)
+        test_dataset = self._with_reference(test_dataset, metric_key_prefix)
         return super().predict(test_dataset, ignore_keys, metric_key_prefix)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -445,59 +417,6 @@ class DPOTrainer(Trainer):
 
     def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, "sum") if self.accelerator.num_processes > 1 else tensor
-
-
-def _check_args(args: Any, model: PreTrainedModel | str) -> DPOConfig:
-    """``args``, or TRL's default ``<model name>-DPO`` output directory when None; a clear error for a
-    ``TrainingArguments`` of another library (e.g. ``trl.DPOConfig``)."""
-    if args is None:
-        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
-        return DPOConfig(output_dir=f"{os.path.basename(name.rstrip('/')) or 'model'}-DPO")
-    if isinstance(args, DPOConfig):
-        return args
-    if isinstance(args, TrainingArguments):
-        kind = f"{type(args).__module__}.{type(args).__qualname__}"
-        raise TypeError(
-            f"args is a {kind}, but hf_dpo.DPOTrainer needs an hf_dpo.DPOConfig (hf_dpo.config.DPOConfig), "
-            "which has the same TRL field names. Fix: build hf_dpo.DPOConfig(...) with the same arguments or "
-            "convert with `hf_dpo.config.dpo_config_from(args)`."
-        )
-    raise TypeError(f"args must be an hf_dpo.DPOConfig, got {type(args).__name__}")
-
-
-def _load_models(
-    model: PreTrainedModel | str,
-    ref_model: PreTrainedModel | str | None,
-    tokenizer: Any,
-    args: DPOConfig,
-    quantization_config: Any = None,
-) -> tuple[PreTrainedModel, PreTrainedModel | None, Any]:
-    """Load what is given by name (with ``args.model_init_kwargs`` and ``quantization_config``) and the
-    tokenizer if none is given."""
-    remote = {"trust_remote_code": True} if args.trust_remote_code else {}
-    init_kwargs = {**remote, **(args.model_init_kwargs or {})}
-    if quantization_config is not None:
-        if not isinstance(model, str):
-            raise ValueError(
-                "quantization_config applies when DPOTrainer loads the model by name, but the model was "
-                "passed already loaded. Fix: pass the model's name or path, or load it quantized yourself."
-            )
-        if "quantization_config" in init_kwargs:
-            raise ValueError(
-                "quantization_config was given both to DPOTrainer and in args.model_init_kwargs; keep one"
-            )
-        init_kwargs["quantization_config"] = quantization_config
-    if isinstance(model, str):
-        check_quantization_support(init_kwargs)
-        tokenizer = tokenizer or load_tokenizer(model, **remote)
-        model = load_causal_lm(model, **init_kwargs)
-    if isinstance(ref_model, str):
-        ref_model = load_causal_lm(ref_model, **init_kwargs)
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path, **remote)
-    set_pad_token(tokenizer, args.pad_token, model)
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
-    return model, ref_model, tokenizer
 
 
 class _LogWindow(TrainerCallback):

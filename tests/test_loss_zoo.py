@@ -14,8 +14,8 @@ from hf_dpo.objective.losses import (
     F_DIVERGENCE_LOSS_TYPES,
     F_DIVERGENCE_TYPES,
     LOSS_TYPES,
+    LOSSES,
     TRL_LOSS_TYPES,
-    BCORewardMean,
     LossConfig,
     PreferenceLogps,
     dpo_loss,
@@ -243,21 +243,21 @@ def test_orpo_finite_when_a_completion_has_probability_one():
     assert torch.isfinite(out.losses).all() and torch.isfinite(logps.policy_chosen.grad).all()
 
 
-def test_bco_running_mean_is_caller_owned_state():
-    state = BCORewardMean()
+def test_registry_covers_every_loss_type_and_declares_needs():
+    assert set(LOSSES) == set(LOSS_TYPES)
+    for name, spec in LOSSES.items():
+        assert spec.needs_reference == needs_reference(name)
+        if spec.needs_token_counts:  # a loss that declares token counts refuses to run without them
+            logps = _logps()
+            bare = PreferenceLogps(
+                logps.policy_chosen, logps.policy_rejected, logps.ref_chosen, logps.ref_rejected
+            )
+            with pytest.raises(ValueError, match="token counts"):
+                preference_loss(bare, LossConfig(name, beta=BETA))
+
+
+def test_bco_pair_uses_zero_shift_as_trl():
     cfg = LossConfig("bco_pair", beta=BETA)
-    first = preference_loss(_logps(), cfg, bco_reward_mean=state)
-    rewards = [BETA * _uw(i) for i in range(3)] + [BETA * _ul(i) for i in range(3)]
-    delta = sum(rewards) / 6
-    assert state.mean == pytest.approx(delta) and state.count == 6
-    expected = [-_ls(BETA * _uw(i) - delta) - _ls(-(BETA * _ul(i) - delta)) for i in range(3)]
-    assert first.losses.tolist() == pytest.approx(expected)
-    preference_loss(_logps(), cfg, bco_reward_mean=state)  # the same batch again: the mean is unchanged
-    assert state.mean == pytest.approx(delta) and state.count == 12
-    restored = BCORewardMean()
-    restored.load_state_dict(state.state_dict())
-    assert (restored.mean, restored.count) == (state.mean, state.count)
-    # Without a state object: δ = 0, as in TRL 1.16.
     assert preference_loss(_logps(), cfg).losses.tolist() == pytest.approx(EXPECTED["bco_pair"])
 
 

@@ -175,12 +175,61 @@ def test_already_adapted_peft_model_with_precomputed_reference(tmp_path, char_to
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters() if n in before)
 
 
-def test_eval_set_without_columns_fails_clearly(tmp_path, char_tokenizer):
-    trainer = run(tmp_path, char_tokenizer, True)
-    with pytest.raises(ValueError, match="precompute_ref_log_probs"):
-        trainer.evaluate(
-            eval_dataset=trainer._tokenize(copy_task(4, 9), char_tokenizer, trainer.args, "eval")
-        )
+def test_eval_sets_given_later_are_precomputed_once_and_match_the_live_reference(
+    tmp_path, char_tokenizer, monkeypatch
+):
+    """evaluate(eval_dataset=...) with a Dataset or a dict of them adds the reference columns (TRL 1.16's
+    contract), reuses them on the next call, and scores exactly like the on-the-fly reference."""
+    live, pre = run(tmp_path, char_tokenizer, False), run(tmp_path, char_tokenizer, True)
+    later = copy_task(6, 9)
+    calls = []
+    original = precompute.compute_reference_logps
+    monkeypatch.setattr(
+        precompute, "compute_reference_logps", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    expected = live.evaluate(eval_dataset=later)["eval_loss"]
+    assert pre.evaluate(eval_dataset=later)["eval_loss"] == pytest.approx(expected, abs=1e-6)
+    assert pre.evaluate(eval_dataset=later)["eval_loss"] == pytest.approx(expected, abs=1e-6)
+    assert calls == [1]  # the second call found the columns in the in-memory cache
+    named = pre.evaluate(eval_dataset={"a": later, "b": copy_task(5, 11)})
+    assert named["eval_a_loss"] == pytest.approx(expected, abs=1e-6) and "eval_b_loss" in named
+    assert calls == [1, 1]
+    pre.train()  # the reference was the initial policy itself: no copy, and gone once training starts
+    assert pre.evaluate(eval_dataset=later)["eval_loss"] > 0  # cached before training: still valid
+    with pytest.raises(ValueError, match="training has started.*pass ref_model"):
+        pre.evaluate(eval_dataset=copy_task(4, 13))
+
+
+def test_explicit_ref_model_serves_eval_sets_after_training(tmp_path, char_tokenizer):
+    ref = make_tiny_llama(len(char_tokenizer), seed=3)
+    args = config(tmp_path, max_steps=2, precompute_ref_log_probs=True, precompute_ref_batch_size=4)
+    kwargs = dict(args=args, processing_class=char_tokenizer, train_dataset=copy_task(16, 0))
+    pre = DPOTrainer(make_tiny_llama(len(char_tokenizer), seed=3), ref_model=copy.deepcopy(ref), **kwargs)
+    assert isinstance(pre.ref_model, torch.nn.Module)
+    args = config(tmp_path / "live", max_steps=2)
+    live = DPOTrainer(
+        make_tiny_llama(len(char_tokenizer), seed=3),
+        ref_model=ref,
+        **{**kwargs, "args": args},
+    )
+    pre.train(), live.train()
+    later = copy_task(6, 9)
+    assert pre.evaluate(eval_dataset=later)["eval_loss"] == pytest.approx(
+        live.evaluate(eval_dataset=later)["eval_loss"], abs=1e-5
+    )
+
+
+def test_iterable_dataset_with_precompute_is_refused_with_trls_message(tmp_path, char_tokenizer):
+    stream = copy_task(8, 0).to_iterable_dataset()
+    args = config(tmp_path, precompute_ref_log_probs=True)
+    for kwargs in (
+        dict(train_dataset=stream),
+        dict(train_dataset=copy_task(8, 0), eval_dataset={"s": stream}),
+    ):
+        with pytest.raises(ValueError, match="precompute_ref_log_probs.*not supported with IterableDataset"):
+            DPOTrainer(
+                make_tiny_llama(len(char_tokenizer)), args=args, processing_class=char_tokenizer, **kwargs
+            )
 
 
 def test_two_processes_each_compute_a_shard_and_all_get_the_full_columns(tmp_path, char_tokenizer, cache_dir):

@@ -336,7 +336,7 @@ def test_pad_token(tmp_path, char_tokenizer):
 
 
 def test_trust_remote_code_reaches_from_pretrained(tmp_path, char_tokenizer, monkeypatch):
-    import hf_dpo.trainer as trainer_module
+    import hf_dpo.modeling.loading as trainer_module
 
     calls = {}
 

@@ -129,3 +129,51 @@ def disable_dropout(model: torch.nn.Module) -> None:
         for attr in ("attention_dropout", "dropout"):
             if isinstance(getattr(module, attr, None), float):
                 setattr(module, attr, 0.0)
+
+
+def load_for_training(
+    model: PreTrainedModel | str,
+    ref_model: PreTrainedModel | str | None,
+    tokenizer: Any,
+    args: Any,
+    quantization_config: Any = None,
+) -> tuple[PreTrainedModel, PreTrainedModel | None, Any]:
+    """Load what is given by name (with ``args.model_init_kwargs`` and ``quantization_config``) and the
+    tokenizer if none is given."""
+    remote = {"trust_remote_code": True} if args.trust_remote_code else {}
+    init_kwargs = {**remote, **(args.model_init_kwargs or {})}
+    if quantization_config is not None:
+        if not isinstance(model, str):
+            raise ValueError(
+                "quantization_config applies when DPOTrainer loads the model by name, but the model was "
+                "passed already loaded. Fix: pass the model's name or path, or load it quantized yourself."
+            )
+        if "quantization_config" in init_kwargs:
+            raise ValueError(
+                "quantization_config was given both to DPOTrainer and in args.model_init_kwargs; keep one"
+            )
+        init_kwargs["quantization_config"] = quantization_config
+    if isinstance(model, str):
+        check_quantization_support(init_kwargs)
+        tokenizer = tokenizer or load_tokenizer(model, **remote)
+        model = load_causal_lm(model, **init_kwargs)
+    if isinstance(ref_model, str):
+        ref_model = load_causal_lm(ref_model, **init_kwargs)
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path, **remote)
+    set_pad_token(tokenizer, args.pad_token, model)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
+    return model, ref_model, tokenizer
+
+
+def prepare_for_training(model: torch.nn.Module, ref_model: torch.nn.Module | None, args: Any) -> None:
+    """Checks and switches of ``args`` that apply to the loaded models: a precision warning, dropout off,
+    and ``save_merged_model`` only for PEFT models."""
+    has_fp32_master = bool(args.deepspeed) and bool(args.bf16 or args.fp16)  # DeepSpeed keeps one
+    warn_if_low_precision_training(model, has_fp32_master=has_fp32_master)
+    if args.save_merged_model and not hasattr(model, "merge_and_unload"):
+        raise ValueError("save_merged_model=True needs a PEFT model (pass peft_config); set it to False")
+    if args.disable_dropout:
+        for m in (model, ref_model):
+            if m is not None:
+                disable_dropout(m)

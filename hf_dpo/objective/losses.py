@@ -16,7 +16,7 @@ single loss type. No I/O, no model, no Trainer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,16 +46,7 @@ TRL_LOSS_TYPES = (
 )
 # ... plus reference-free objectives that TRL's DPOTrainer does not have.
 LOSS_TYPES = TRL_LOSS_TYPES + ("simpo", "orpo")
-# Loss types that need no reference log-probs (the trainer can skip the reference forward).
-REFERENCE_FREE_LOSS_TYPES = frozenset({"simpo", "orpo", "sft"})
-# Loss types that need completion token counts.
-TOKEN_COUNT_LOSS_TYPES = frozenset({"sigmoid_norm", "simpo", "orpo", "sft"})
 F_DIVERGENCE_TYPES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
-# Loss types built on the chosen − rejected score difference: the only ones a non-default f-divergence
-# generalises (TRL 1.16 rejects the others).
-F_DIVERGENCE_LOSS_TYPES = frozenset(
-    {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"}
-)
 
 
 @dataclass(frozen=True)
@@ -191,41 +182,7 @@ class LossConfig:
             raise ValueError(f"orpo_lambda must be >= 0, got {self.orpo_lambda}.")
 
 
-class BCORewardMean:
-    """Running mean δ of the implicit rewards seen by ``bco_pair``; the caller owns it (and checkpoints it).
-
-    BCO (Jung et al. 2024, arXiv:2404.04656, Eq. 9) shifts rewards by δ, a moving average of past rewards.
-    TRL 1.16's ``bco_pair`` uses δ = 0; pass an instance of this class to ``preference_loss`` to use the
-    shifted form. ``update`` takes the rewards of the batch (gather them across processes first for a
-    process-independent δ).
-    """
-
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.count = 0
-
-    def update(self, rewards: torch.Tensor) -> float:
-        """Fold in the rewards (any shape); return the new mean."""
-        n = rewards.numel()
-        if n:
-            total = self.mean * self.count + float(rewards.detach().double().sum())
-            self.count += n
-            self.mean = total / self.count
-        return self.mean
-
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.mean, self.count = float(state["mean"]), int(state["count"])
-
-
 # ---- score transforms ----
-
-
-def preference_logits(logps: PreferenceLogps) -> torch.Tensor:
-    """h = (log πθ(y_w) − log πref(y_w)) − (log πθ(y_l) − log πref(y_l)), shape (B,)."""
-    return (logps.policy_chosen - logps.ref_chosen) - (logps.policy_rejected - logps.ref_rejected)
 
 
 def f_divergence_score(log_ratio: torch.Tensor, f_divergence_type: str, alpha: float = 0.5) -> torch.Tensor:
@@ -430,137 +387,169 @@ def orpo_loss(logps: PreferenceLogps, lam: float = 0.1) -> tuple[torch.Tensor, t
     return losses, lam * chosen.detach(), lam * rejected.detach()
 
 
-# ---- the combination ----
+# ---- the combination: a registry of losses that declare what they need ----
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """What the losses are computed from, built once per batch by ``preference_loss``, each (B,).
+
+    ``chosen_logratio``/``rejected_logratio``: u(y_w), u(y_l); ``delta``: d = s(y_w) − s(y_l) with s the
+    f-divergence score of u (u itself for ``reverse_kl``); ``delta_per_token``: d with each s divided by its
+    completion length (None without token counts). All None without reference log-probs.
+    """
+
+    logps: PreferenceLogps
+    chosen_logratio: torch.Tensor | None = None
+    rejected_logratio: torch.Tensor | None = None
+    delta: torch.Tensor | None = None
+    delta_per_token: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered loss: ``fn(terms, config) -> (B,)`` and what it needs.
+
+    ``needs_reference``: reference log-probs; ``needs_token_counts``: completion lengths;
+    ``f_divergence``: defined on d = s(y_w) − s(y_l), so a non-default ``f_divergence_type`` applies.
+    """
+
+    fn: Callable[[LossTerms, LossConfig], torch.Tensor]
+    needs_reference: bool = True
+    needs_token_counts: bool = False
+    f_divergence: bool = False
+
+
+def _ipo(t: LossTerms, c: LossConfig) -> torch.Tensor:
+    """IPO on per-token averages when token counts are given (TRL 1.16), else on sums."""
+    return ipo_loss(t.delta_per_token if t.delta_per_token is not None else t.delta, c.beta)
+
+
+def _aot(paired: bool) -> Callable[[LossTerms, LossConfig], torch.Tensor]:
+    return lambda t, c: aot_loss(t.logps, c.beta, c.label_smoothing, paired=paired)
+
+
+LOSSES: dict[str, LossSpec] = {
+    "sigmoid": LossSpec(lambda t, c: sigmoid_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
+    "robust": LossSpec(lambda t, c: robust_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
+    "hinge": LossSpec(lambda t, c: hinge_loss(t.delta, c.beta), f_divergence=True),
+    "ipo": LossSpec(_ipo, f_divergence=True),
+    "sigmoid_norm": LossSpec(
+        lambda t, c: sigmoid_loss(t.delta_per_token, c.beta), needs_token_counts=True, f_divergence=True
+    ),
+    "exo_pair": LossSpec(lambda t, c: exo_pair_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
+    "discopop": LossSpec(lambda t, c: discopop_loss(t.delta, c.beta, c.discopop_tau), f_divergence=True),
+    "nca_pair": LossSpec(lambda t, c: nca_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "bco_pair": LossSpec(lambda t, c: bco_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "sppo_hard": LossSpec(lambda t, c: sppo_hard_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "apo_zero": LossSpec(lambda t, c: apo_zero_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "apo_down": LossSpec(lambda t, c: apo_down_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "aot": LossSpec(_aot(paired=True)),
+    "aot_unpaired": LossSpec(_aot(paired=False)),
+    "sft": LossSpec(
+        lambda t, c: sft_batch_loss(t.logps.policy_chosen, t.logps.chosen_num_tokens),
+        needs_reference=False,
+        needs_token_counts=True,
+        f_divergence=True,
+    ),
+    "simpo": LossSpec(
+        lambda t, c: simpo_loss(t.logps, c.simpo_beta, c.simpo_gamma)[0],
+        needs_reference=False,
+        needs_token_counts=True,
+    ),
+    "orpo": LossSpec(
+        lambda t, c: orpo_loss(t.logps, c.orpo_lambda)[0], needs_reference=False, needs_token_counts=True
+    ),
+}
+REFERENCE_FREE_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if not s.needs_reference)
+TOKEN_COUNT_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if s.needs_token_counts)
+F_DIVERGENCE_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if s.f_divergence)
 
 
 def needs_reference(loss_types: str | Sequence[str]) -> bool:
     """Whether any of the loss types needs reference log-probs (False for simpo, orpo, sft alone)."""
     types = (loss_types,) if isinstance(loss_types, str) else tuple(loss_types)
-    return any(t not in REFERENCE_FREE_LOSS_TYPES for t in types)
+    return any(t not in LOSSES or LOSSES[t].needs_reference for t in types)
 
 
 def _check_inputs(logps: PreferenceLogps, config: LossConfig) -> None:
-    fields = {"policy_chosen": logps.policy_chosen, "policy_rejected": logps.policy_rejected}
-    if needs_reference(config.loss_types):
-        if not logps.has_reference:
-            raise ValueError(
-                f"loss types {list(config.loss_types)} need reference log-probs: PreferenceLogps.ref_chosen "
-                "and ref_rejected are None. Pass them, or use a reference-free loss (simpo, orpo, sft)."
-            )
-    if logps.has_reference:
-        fields.update(ref_chosen=logps.ref_chosen, ref_rejected=logps.ref_rejected)
+    if needs_reference(config.loss_types) and not logps.has_reference:
+        raise ValueError(
+            f"loss types {list(config.loss_types)} need reference log-probs: PreferenceLogps.ref_chosen "
+            "and ref_rejected are None. Pass them, or use a reference-free loss (simpo, orpo, sft)."
+        )
     counted = sorted(TOKEN_COUNT_LOSS_TYPES.intersection(config.loss_types))
     if counted and not logps.has_token_counts:
         raise ValueError(
             f"loss types {counted} need completion token counts: set PreferenceLogps.chosen_num_tokens and "
             "rejected_num_tokens (shape (B,))."
         )
-    if logps.has_token_counts:
-        fields.update(
-            chosen_num_tokens=logps.chosen_num_tokens, rejected_num_tokens=logps.rejected_num_tokens
-        )
     shape = logps.policy_chosen.shape
-    for name, tensor in fields.items():
-        if tensor.dim() != 1 or tensor.shape != shape:
+    for name in ("policy_rejected", "ref_chosen", "ref_rejected", "chosen_num_tokens", "rejected_num_tokens"):
+        tensor = getattr(logps, name)
+        if tensor is not None and (tensor.dim() != 1 or tensor.shape != shape):
             raise ValueError(
                 f"PreferenceLogps.{name} has shape {tuple(tensor.shape)}; every field must have shape (B,) "
                 f"with B = {shape[0] if len(shape) == 1 else '?'} (one value per pair)."
             )
+    if logps.policy_chosen.dim() != 1:
+        raise ValueError(f"PreferenceLogps.policy_chosen has shape {tuple(shape)}; it must be (B,).")
 
 
-def preference_loss(
-    logps: PreferenceLogps, config: LossConfig, bco_reward_mean: BCORewardMean | None = None
-) -> DPOLossOutput:
-    """Per-pair loss Σ_k w_k · loss_k over ``config.loss_types``, shape (B,), and the implicit rewards.
+def loss_terms(logps: PreferenceLogps, config: LossConfig) -> LossTerms:
+    """The log-ratios u and score differences d of ``logps`` (see ``LossTerms``)."""
+    if not logps.has_reference:
+        return LossTerms(logps)
+    chosen = logps.policy_chosen - logps.ref_chosen
+    rejected = logps.policy_rejected - logps.ref_rejected
+    score_chosen = f_divergence_score(chosen, config.f_divergence_type, config.f_alpha_divergence_coef)
+    score_rejected = f_divergence_score(rejected, config.f_divergence_type, config.f_alpha_divergence_coef)
+    per_token = None
+    if logps.has_token_counts:
+        per_token = _per_token(score_chosen, logps.chosen_num_tokens) - _per_token(
+            score_rejected, logps.rejected_num_tokens
+        )
+    return LossTerms(logps, chosen, rejected, score_chosen - score_rejected, per_token)
 
-    Reference-based losses see u(y) = log πθ(y) − log πref(y), or its f-divergence score s(y) (see
-    ``f_divergence_score``) where the loss takes d = s(y_w) − s(y_l). ``ipo`` and ``sigmoid_norm`` divide
-    s(y) by the completion's token count (``ipo`` only when counts are given). The batch mean equals the
-    loss of TRL 1.16's ``DPOTrainer`` on the same inputs (``sigmoid`` with ε > 0 is cDPO here, DPO in TRL).
 
-    Rewards (detached): when every loss type is reference-free and one is ``simpo``, the SimPO reward
-    β_simpo/|y|·log πθ(y); else, if one is ``orpo``, λ/|y|·log πθ(y) (as TRL's ORPOTrainer logs it); else
-    β·u(y) as TRL reports it (given reference log-probs), or the per-token mean log-prob 1/|y|·log πθ(y)
-    (``sft`` alone without a reference).
+def implicit_rewards(terms: LossTerms, config: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached per-pair rewards (B,) of chosen and rejected. For reference-free losses alone: SimPO's
+    β_simpo/|y|·log πθ(y) if ``simpo`` is among them, else ORPO's λ/|y|·log πθ(y) if ``orpo`` is (as TRL's
+    ORPOTrainer logs it); otherwise β·u(y) given reference log-probs (as TRL reports it), else the per-token
+    mean log-prob 1/|y|·log πθ(y) (``sft`` alone)."""
+    logps, types = terms.logps, set(config.loss_types)
+    reference_free = not needs_reference(config.loss_types)
+    if reference_free and "simpo" in types:
+        return tuple(simpo_loss(logps, config.simpo_beta, config.simpo_gamma)[1:])
+    if terms.chosen_logratio is not None and not (reference_free and "orpo" in types):
+        return config.beta * terms.chosen_logratio.detach(), config.beta * terms.rejected_logratio.detach()
+    scale = config.orpo_lambda if reference_free and "orpo" in types else 1.0
+    chosen = _per_token(logps.policy_chosen, logps.chosen_num_tokens).detach()
+    return scale * chosen, scale * _per_token(logps.policy_rejected, logps.rejected_num_tokens).detach()
 
-    ``bco_reward_mean``: running reward mean δ for ``bco_pair``, updated with this batch's rewards before
-    use; None uses δ = 0 (TRL 1.16).
+
+def preference_loss(logps: PreferenceLogps, config: LossConfig) -> DPOLossOutput:
+    """Per-pair loss Σ_k w_k · loss_k over ``config.loss_types`` (each ``LOSSES[k].fn``), shape (B,), and
+    the implicit rewards (``implicit_rewards``).
+
+    Reference-based losses see u(y) = log πθ(y) − log πref(y), or its f-divergence score s(y) where the loss
+    takes d = s(y_w) − s(y_l) (``loss_terms``). The batch mean equals the loss of TRL 1.16's ``DPOTrainer``
+    on the same inputs (``sigmoid`` with ε > 0 is cDPO here, DPO in TRL; ``bco_pair`` uses δ = 0 as TRL).
     """
     _check_inputs(logps, config)
-    beta, eps = config.beta, config.label_smoothing
-    types = set(config.loss_types)
-    rewards = None
-    if logps.has_reference:
-        chosen_logratio = logps.policy_chosen - logps.ref_chosen
-        rejected_logratio = logps.policy_rejected - logps.ref_rejected
-        rewards = (beta * chosen_logratio.detach(), beta * rejected_logratio.detach())
-        score_chosen = f_divergence_score(
-            chosen_logratio, config.f_divergence_type, config.f_alpha_divergence_coef
-        )
-        score_rejected = f_divergence_score(
-            rejected_logratio, config.f_divergence_type, config.f_alpha_divergence_coef
-        )
-        delta = score_chosen - score_rejected
-        if types & {"ipo", "sigmoid_norm"} and logps.has_token_counts:
-            delta_per_token = _per_token(score_chosen, logps.chosen_num_tokens) - _per_token(
-                score_rejected, logps.rejected_num_tokens
-            )
-    per_type: dict[str, torch.Tensor] = {}
-    for name in types:
-        if name == "sigmoid":
-            per_type[name] = sigmoid_loss(delta, beta, eps)
-        elif name == "robust":
-            per_type[name] = robust_loss(delta, beta, eps)
-        elif name == "hinge":
-            per_type[name] = hinge_loss(delta, beta)
-        elif name == "ipo":
-            per_type[name] = ipo_loss(delta_per_token if logps.has_token_counts else delta, beta)
-        elif name == "sigmoid_norm":
-            per_type[name] = sigmoid_loss(delta_per_token, beta)
-        elif name == "exo_pair":
-            per_type[name] = exo_pair_loss(delta, beta, eps)
-        elif name == "discopop":
-            per_type[name] = discopop_loss(delta, beta, config.discopop_tau)
-        elif name == "nca_pair":
-            per_type[name] = nca_pair_loss(chosen_logratio, rejected_logratio, beta)
-        elif name == "bco_pair":
-            shift = 0.0
-            if bco_reward_mean is not None:
-                shift = bco_reward_mean.update(torch.cat(rewards))
-            per_type[name] = bco_pair_loss(chosen_logratio, rejected_logratio, beta, shift)
-        elif name == "sppo_hard":
-            per_type[name] = sppo_hard_loss(chosen_logratio, rejected_logratio, beta)
-        elif name == "apo_zero":
-            per_type[name] = apo_zero_loss(chosen_logratio, rejected_logratio, beta)
-        elif name == "apo_down":
-            per_type[name] = apo_down_loss(chosen_logratio, rejected_logratio, beta)
-        elif name in ("aot", "aot_unpaired"):
-            per_type[name] = aot_loss(logps, beta, eps, paired=name == "aot")
-        elif name == "sft":
-            per_type[name] = sft_batch_loss(logps.policy_chosen, logps.chosen_num_tokens)
-        elif name == "orpo":
-            per_type[name], *orpo_rewards = orpo_loss(logps, config.orpo_lambda)
-        elif name == "simpo":
-            per_type[name], *simpo_rewards = simpo_loss(logps, config.simpo_beta, config.simpo_gamma)
-    losses = sum(w * per_type[name] for name, w in zip(config.loss_types, config.weights, strict=True))
-    if not needs_reference(types) and "simpo" in types:
-        rewards = tuple(simpo_rewards)
-    elif not needs_reference(types) and "orpo" in types:
-        rewards = tuple(orpo_rewards)
-    elif rewards is None:
-        rewards = (
-            _per_token(logps.policy_chosen, logps.chosen_num_tokens).detach(),
-            _per_token(logps.policy_rejected, logps.rejected_num_tokens).detach(),
-        )
-    return DPOLossOutput(losses, rewards[0], rewards[1])
+    terms = loss_terms(logps, config)
+    losses = sum(
+        w * LOSSES[n].fn(terms, config) for n, w in zip(config.loss_types, config.weights, strict=True)
+    )
+    return DPOLossOutput(losses, *implicit_rewards(terms, config))
 
 
 def dpo_loss(
     logps: PreferenceLogps, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0
 ) -> DPOLossOutput:
     """Per-pair loss of one loss type with default settings otherwise: ``preference_loss`` with
-    ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``. With h = preference_logits(logps)
-    and ε = label_smoothing, e.g.:
+    ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``. With the log-ratio difference
+    h = (log πθ(y_w) − log πref(y_w)) − (log πθ(y_l) − log πref(y_l)) and ε = label_smoothing, e.g.:
 
     - ``sigmoid``: −(1−ε)·log σ(βh) − ε·log σ(−βh). ε = 0 is DPO (Eq. 7); ε > 0 is conservative DPO.
     - ``robust``: (−(1−ε)·log σ(βh) + ε·log σ(−βh)) / (1 − 2ε), rDPO.

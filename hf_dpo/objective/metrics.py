@@ -30,11 +30,11 @@ def batch_sums(
     """Sums over one micro-batch of every quantity the logged metrics are built from (no host sync).
 
     Args:
-        out: the batch's ``dpo_loss`` output.
-        policy: the policy's log-probs and completion lengths.
+        out: the batch's preference-loss output (``hf_dpo.scoring.PairScores.dpo``).
+        policy: the policy's log-probs, completion lengths and router loss.
         num_tokens: real tokens fed to the model for the batch.
     """
-    return {
+    sums = {
         "pairs": float(out.losses.shape[0]),
         "tokens": float(num_tokens),
         "dpo_loss": out.losses.detach().sum(),
@@ -47,6 +47,9 @@ def batch_sums(
         "nll": -policy.chosen_logps.detach().sum(),
         "chosen_tokens": policy.chosen_num_tokens.sum(),
     }
+    if policy.aux_loss is not None:  # the MoE router loss: a per-batch scalar, weighted by the batch's pairs
+        sums["aux_loss"] = policy.aux_loss.detach() * out.losses.shape[0]
+    return sums
 
 
 class MetricSums:
@@ -83,7 +86,7 @@ def summarize(sums: dict[str, float], num_steps: int, with_nll: bool) -> dict[st
         return {}
     pairs = sums["pairs"]
     metrics = {name: sums[name] / pairs for name in PAIR_MEANS}
-    if "aux_loss" in sums:  # MoE router loss, summed per pair by the trainer
+    if "aux_loss" in sums:  # MoE router loss, summed per pair
         metrics["aux_loss"] = sums["aux_loss"] / pairs
     metrics["num_pairs"] = pairs / max(num_steps, 1)
     metrics["num_tokens"] = sums["tokens"] / max(num_steps, 1)

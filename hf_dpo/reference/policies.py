@@ -1,6 +1,8 @@
 """Reference policies πref: where the reference log-probs of a batch come from.
 
-Five policies, picked by ``make_reference``:
+Every policy answers one question, ``logps(policy, batch, chunk_size)``: a batch that carries precomputed
+``ref_chosen_logps``/``ref_rejected_logps`` columns is answered from them, any other batch by the policy's own
+source (``forward_logps``). The sources, picked by ``make_reference``:
 
 - ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
   initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
@@ -10,9 +12,11 @@ Five policies, picked by ``make_reference``:
   reference is that model *as it was at the start*: base plus a frozen copy of the initial adapter weights,
   loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
   forward. Only the adapter weights are copied.
+- ``InitialPolicyReference``: the policy itself, before its first update: the source of a full fine-tune's
+  precomputed reference (``precompute_ref_log_probs`` without ``ref_model``), so no copy is ever made.
 - ``PrecomputedReference``: reference log-probs were precomputed into the dataset columns
-  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.reference.precompute``); no reference
-  weights stay in memory.
+  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.reference.precompute``); it keeps the source that
+  computed them (offloaded to the CPU) for evaluation sets that come later.
 - ``NoReference``: the objective is reference-free (``simpo``, ``orpo``, ``sft``); no reference weights, no
   reference forward.
 """
@@ -43,11 +47,22 @@ class ReferencePolicy(abc.ABC):
     """Gives the summed reference log-probs of a collated batch's chosen and rejected completions, without
     gradient."""
 
-    @abc.abstractmethod
     def logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps | None:
+        """log πref(y_w|x) and log πref(y_l|x) of the batch's B pairs, each (B,): from the batch's precomputed
+        columns when it has them, else from ``forward_logps``."""
+        if has_reference_columns(batch):
+            return columns_logps(batch)
+        return self.forward_logps(policy, batch, chunk_size)
+
+    @abc.abstractmethod
+    def forward_logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
-        """log πref(y_w|x) and log πref(y_l|x) of the batch's B pairs, each (B,)."""
+        """The log-probs from this policy's own source (a no-grad forward)."""
+
+    valid_after_training = True  # False: the source is the policy itself, which training changes
 
     def to(self, device: torch.device) -> ReferencePolicy:
         return self
@@ -86,7 +101,7 @@ class FrozenCopyReference(ReferencePolicy):
     def __init__(self, model: torch.nn.Module) -> None:
         self.model: torch.nn.Module | None = model.eval().requires_grad_(False)
 
-    def logps(
+    def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
         with torch.no_grad():
@@ -109,7 +124,7 @@ class FrozenCopyReference(ReferencePolicy):
 class AdapterDisabledReference(ReferencePolicy):
     """The policy itself with its PEFT adapters disabled: the base model, with no second copy of weights."""
 
-    def logps(
+    def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
         with _eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
@@ -158,7 +173,7 @@ class AdapterSnapshotReference(ReferencePolicy):
             raise ValueError(f"adapter {self.adapter!r} has no weights that could be copied as the reference")
         peft_model.set_adapter(self.adapter)  # keeps the trained adapter trainable, the snapshot frozen
 
-    def logps(
+    def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
         peft_model = _peft_model(policy)
@@ -189,44 +204,81 @@ class AdapterSnapshotReference(ReferencePolicy):
                 configs[REFERENCE_ADAPTER] = snapshot
 
 
-class PrecomputedReference(ReferencePolicy):
-    """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``."""
+class InitialPolicyReference(ReferencePolicy):
+    """The policy itself, valid only until its first update (``valid_after_training`` is False)."""
 
-    @staticmethod
-    def has_columns(batch: Mapping[str, Any]) -> bool:
-        return all(column in batch for column in REF_COLUMNS)
+    valid_after_training = False
 
-    def logps(
+    def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
-        """The batch's columns (completion lengths counted from its ``target_seq``)."""
-        if not self.has_columns(batch):
-            raise ValueError(
-                "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
-                "True dropped the reference model. Pass every eval dataset to DPOTrainer(eval_dataset=...) "
-                "so its reference log-probs are precomputed, or add the columns with "
-                "hf_dpo.reference.precompute."
-            )
-        num_tokens = torch.bincount(batch["target_seq"], minlength=2 * batch["num_pairs"]).float()
-        chosen, rejected = (batch[column] for column in REF_COLUMNS)
-        return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
+        with _eval_no_grad(policy):
+            return sequence_logps(policy, batch, chunk_size)
+
+    def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from _named_tensors(policy)
+
+
+class PrecomputedReference(ReferencePolicy):
+    """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``.
+
+    ``source``: the policy that computed them (None once released), kept to precompute datasets that come
+    later; ``key``: its cache key (``hf_dpo.reference.precompute``); ``cache``: the datasets with columns,
+    by ``datasets`` fingerprint; ``offload``: the source's model waits on the CPU between uses.
+    """
+
+    def __init__(self, source: ReferencePolicy | None = None, key: str = "") -> None:
+        self.source, self.key = source, key
+        self.cache: dict[str, Any] = {}
+        self.offload = False
+
+    def forward_logps(
+        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
+    ) -> ChosenRejectedLogps:
+        raise ValueError(
+            "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
+            "True scores the reference from them. Evaluate with DPOTrainer.evaluate(eval_dataset=...) or "
+            "predict(...), which add them, or add the columns with hf_dpo.reference.precompute."
+        )
+
+    def hidden_from_save(self, policy: torch.nn.Module) -> contextlib.AbstractContextManager:
+        return self.source.hidden_from_save(policy) if self.source is not None else contextlib.nullcontext()
 
 
 class NoReference(ReferencePolicy):
-    """No reference policy: the loss is reference-free. Holds nothing; asking it for log-probs is a bug."""
+    """No reference policy: the loss is reference-free. Holds nothing and answers None."""
 
-    def logps(
+    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> None:
+        return None
+
+    def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
         raise RuntimeError("the loss is reference-free (NoReference): no reference log-probs exist")
 
 
+def has_reference_columns(batch: Mapping[str, Any]) -> bool:
+    return all(column in batch for column in REF_COLUMNS)
+
+
+def columns_logps(batch: Mapping[str, Any]) -> ChosenRejectedLogps:
+    """The batch's precomputed columns as a record (completion lengths counted from its ``target_seq``)."""
+    num_tokens = torch.bincount(batch["target_seq"], minlength=2 * batch["num_pairs"]).float()
+    chosen, rejected = (batch[column] for column in REF_COLUMNS)
+    return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
+
+
 def make_reference(
-    policy: torch.nn.Module, ref_model: torch.nn.Module | None, fresh_adapter: bool, needed: bool = True
+    policy: torch.nn.Module,
+    ref_model: torch.nn.Module | None,
+    fresh_adapter: bool,
+    needed: bool = True,
+    copy_free: bool = False,
 ) -> ReferencePolicy:
     """The reference for ``policy``: ``NoReference`` if not ``needed`` (reference-free losses); else
     ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh adapter) or the initial adapter
-    snapshot (an already-adapted ``PeftModel``); else a frozen deep copy."""
+    snapshot (an already-adapted ``PeftModel``), or the policy itself if ``copy_free`` (read only before
+    training: precomputed log-probs); else a frozen deep copy, or the policy itself if ``copy_free``."""
     if not needed:
         if ref_model is not None:
             logger.warning("hf_dpo: the loss is reference-free, so ref_model is not used (and not kept)")
@@ -238,9 +290,11 @@ def make_reference(
                 "ref_model must be a plain model, not a PeftModel; merge it first (merge_and_unload)"
             )
         return FrozenCopyReference(ref_model)
-    if is_peft:
-        return AdapterDisabledReference() if fresh_adapter else AdapterSnapshotReference(policy)
-    return FrozenCopyReference(copy.deepcopy(policy))
+    if is_peft and fresh_adapter:
+        return AdapterDisabledReference()
+    if copy_free:
+        return InitialPolicyReference()
+    return AdapterSnapshotReference(policy) if is_peft else FrozenCopyReference(copy.deepcopy(policy))
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------

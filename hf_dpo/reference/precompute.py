@@ -1,8 +1,11 @@
 """Precomputed reference log-probs: one no-grad pass before training, stored as dataset columns, cached.
 
 ``precompute_reference(trainer)`` adds ``ref_chosen_logps``/``ref_rejected_logps`` to the trainer's tokenized
-train and eval datasets, then frees the reference (``FrozenCopyReference`` drops its model; with PEFT nothing
-is held) and returns a ``PrecomputedReference``. The collator passes the columns on; the loss uses them.
+train and eval datasets and returns a ``PrecomputedReference`` that answers from them; the collator passes
+the columns on. Its source stays for evaluation sets given later (``with_reference_columns``, called by
+``DPOTrainer.evaluate``/``predict``): a full fine-tune without ``ref_model`` never copies the policy (the
+source is the policy itself, valid until the first update, as in TRL); a separate ``ref_model`` waits on the
+CPU; PEFT holds nothing extra; a sharded (FSDP / ZeRO-3) reference is freed.
 
 Cache: ``<cache_dir>/<key>.safetensors`` where ``key = sha256(reference fingerprint, data fingerprint)``:
 the reference fingerprint hashes every reference weight (names, dtypes, shapes, bytes) and the model config;
@@ -21,7 +24,7 @@ import gc
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,8 +33,9 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from hf_dpo.modeling.forward import ChosenRejectedLogps, add_ld_weights
-from hf_dpo.reference.policies import PrecomputedReference, ReferencePolicy
+from hf_dpo.modeling.forward import ChosenRejectedLogps
+from hf_dpo.reference.policies import PrecomputedReference
+from hf_dpo.scoring import prepare_batch, reference_logps
 from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
@@ -99,32 +103,26 @@ def compute_reference_logps(
 
 def add_reference_columns(
     dataset: Dataset,
-    reference: ReferencePolicy,
-    policy: torch.nn.Module,
+    score: Callable[[Mapping[str, Any]], ChosenRejectedLogps],
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    reference_key: str,
     batch_size: int,
-    chunk_size: int,
     accelerator: Any = None,
     cache_dir: str | None = None,
-    reference_fingerprint: str | None = None,
     desc: str = "reference log-probs",
     show_progress: bool = True,
 ) -> Dataset:
-    """``dataset`` with ``ref_chosen_logps``/``ref_rejected_logps`` (float32) from the cache or one pass."""
+    """``dataset`` with ``ref_chosen_logps``/``ref_rejected_logps`` (float32) from the cache or one pass of
+    ``score`` (a collated batch -> the reference's log-probs) over it. ``reference_key`` names the reference
+    (and every setting that changes its log-probs) in the cache key."""
     if not isinstance(dataset, Dataset):
-        raise ValueError(
-            f"precompute_ref_log_probs needs a map-style datasets.Dataset, got {type(dataset).__name__}; "
-            "streaming (Iterable) datasets cannot be precomputed. Set precompute_ref_log_probs=False."
-        )
+        raise ValueError(ITERABLE_ERROR.format(what=type(dataset).__name__))
     rank, world = (
         (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     )
-    device = accelerator.device if accelerator is not None else next(policy.parameters()).device
-    reference_fingerprint = reference_fingerprint or reference.fingerprint(policy)
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
     precision = accelerator.mixed_precision if accelerator is not None else "no"  # bf16 log-probs != fp32
-    key = hashlib.sha256(
-        f"{reference_fingerprint}|{data_fingerprint(dataset)}|{precision}".encode()
-    ).hexdigest()
+    key = hashlib.sha256(f"{reference_key}|{data_fingerprint(dataset)}|{precision}".encode()).hexdigest()
     path = os.path.join(cache_dir or default_cache_dir(), f"{key}.safetensors")
     values = _load(path, len(dataset))
     if world > 1:  # every rank must take the same branch, or the gather below would hang
@@ -132,24 +130,11 @@ def add_reference_columns(
         if accelerator.reduce(hit, "min").item() < 1:
             values = None
     if values is None:
-        was_training = policy.training
-        policy.eval()
         autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
-        try:
-            with autocast:  # the precision of the training forward, so cached == live reference log-probs
-                indices, logps = compute_reference_logps(
-                    dataset,
-                    lambda b: reference.logps(policy, b, chunk_size),
-                    collator,
-                    batch_size,
-                    device,
-                    rank,
-                    world,
-                    desc,
-                    show_progress,
-                )
-        finally:
-            policy.train(was_training)
+        with autocast:  # the precision of the training forward, so cached == live reference log-probs
+            indices, logps = compute_reference_logps(
+                dataset, score, collator, batch_size, device, rank, world, desc, show_progress
+            )
         values = _gather(indices, logps, len(dataset), accelerator) if world > 1 else logps
         if accelerator is None or accelerator.is_main_process:
             _save(path, values)
@@ -163,49 +148,102 @@ def add_reference_columns(
     return dataset.add_column(REF_COLUMNS[1], values[:, 1].tolist())
 
 
+ITERABLE_ERROR = (
+    "precompute_ref_log_probs=True is not supported with IterableDataset (got {what}): the reference "
+    "log-probs are stored as dataset columns. Fix: use a map-style datasets.Dataset (load without "
+    "streaming=True), or set precompute_ref_log_probs=False."
+)
+
+
 def precompute_reference(trainer: Any, cache_dir: str | None = None) -> PrecomputedReference:
-    """Add the reference columns to ``trainer``'s train/eval datasets and free the trainer's reference."""
-    args, reference, policy = trainer.args, trainer.reference, trainer.model
-    collator, fingerprint = trainer.data_collator, reference.fingerprint(policy)
-    if args.ld_alpha is not None:  # LD-DPO weighs the reference's tokens too; a different cache entry
-        collator = _with_ld_weights(collator, args.ld_alpha)
-        fingerprint = hashlib.sha256(f"{fingerprint}|ld_alpha={args.ld_alpha!r}".encode()).hexdigest()
-    options = dict(
-        reference=reference,
-        policy=policy,
-        collator=collator,
-        batch_size=args.precompute_ref_batch_size or args.per_device_eval_batch_size,
-        chunk_size=args.logprob_chunk_size,
-        accelerator=trainer.accelerator,
-        cache_dir=cache_dir,
-        reference_fingerprint=_global_fingerprint(fingerprint, trainer.accelerator),
-        show_progress=not args.disable_tqdm and trainer.accelerator.is_local_main_process,
+    """Add the reference columns to ``trainer``'s train and eval datasets; return the ``PrecomputedReference``
+    that answers from them. Its source is kept for later evaluation sets (a separate model offloaded to the
+    CPU; a sharded one is released)."""
+    source = trainer.reference
+    reference = PrecomputedReference(source, _reference_key(trainer, source))
+    trainer.train_dataset = with_reference_columns(
+        trainer, reference, trainer.train_dataset, "train", cache_dir
     )
-    if trainer.train_dataset is not None:
-        trainer.train_dataset = add_reference_columns(
-            trainer.train_dataset, desc="reference log-probs (train)", **options
-        )
-    if isinstance(trainer.eval_dataset, dict):
-        trainer.eval_dataset = {
-            name: add_reference_columns(ds, desc=f"reference log-probs (eval[{name}])", **options)
-            for name, ds in trainer.eval_dataset.items()
-        }
-    elif trainer.eval_dataset is not None:
-        trainer.eval_dataset = add_reference_columns(
-            trainer.eval_dataset, desc="reference log-probs (eval)", **options
-        )
-    reference.release(policy)
+    trainer.eval_dataset = with_reference_columns(trainer, reference, trainer.eval_dataset, "eval", cache_dir)
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        source.release(trainer.model)
+        reference.source = None
+    elif getattr(source, "model", None) is not None:
+        source.to(torch.device("cpu"))
+        reference.offload = True  # later evaluation sets: to the device and back
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return PrecomputedReference()
+    return reference
+
+
+def with_reference_columns(
+    trainer: Any, reference: PrecomputedReference, dataset: Any, split: str, cache_dir: str | None = None
+) -> Any:
+    """``dataset`` (a ``Dataset``, a dict of them, a split name, or None) with the reference columns:
+    as given if it has them, from ``reference.cache`` by the dataset's fingerprint, else computed once."""
+    if isinstance(dataset, dict):
+        return {
+            k: with_reference_columns(trainer, reference, v, f"{split}[{k}]", cache_dir)
+            for k, v in dataset.items()
+        }
+    if dataset is None or isinstance(dataset, str):
+        return dataset
+    if not isinstance(dataset, Dataset):
+        raise ValueError(ITERABLE_ERROR.format(what=f"the {split} dataset, a {type(dataset).__name__}"))
+    if all(c in dataset.column_names for c in REF_COLUMNS):
+        return dataset
+    if (cached := reference.cache.get(dataset._fingerprint)) is not None:
+        return cached
+    source = reference.source
+    if source is None or (not source.valid_after_training and trainer.state.global_step > 0):
+        raise ValueError(
+            f"cannot precompute reference log-probs for the {split} dataset: training has started and the "
+            "reference was the initial policy (precompute_ref_log_probs=True without ref_model), which no "
+            "longer exists. Fix: pass this dataset as eval_dataset to DPOTrainer, pass ref_model=..., or set "
+            "precompute_ref_log_probs=False."
+        )
+    device, offloaded = trainer.accelerator.device, getattr(source, "model", None) is not None
+    objective, policy, args = trainer.objective, trainer.model, trainer.args
+    if offloaded:
+        source.to(device)
+    try:
+        with _eval_mode(policy):
+            result = add_reference_columns(
+                dataset,
+                lambda b: reference_logps(source, policy, prepare_batch(b, objective), objective),
+                trainer.data_collator,
+                reference.key,
+                args.precompute_ref_batch_size or args.per_device_eval_batch_size,
+                trainer.accelerator,
+                cache_dir,
+                desc=f"reference log-probs ({split})",
+                show_progress=not args.disable_tqdm and trainer.accelerator.is_local_main_process,
+            )
+    finally:
+        if offloaded and reference.offload:
+            source.to(torch.device("cpu"))
+    reference.cache[dataset._fingerprint] = result
+    return result
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
-def _with_ld_weights(
-    collator: Callable[[list[dict[str, Any]]], dict[str, Any]], alpha: float
-) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    return lambda features: add_ld_weights(collator(features), alpha)
+@contextlib.contextmanager
+def _eval_mode(policy: torch.nn.Module) -> Iterator[None]:
+    was_training = policy.training
+    policy.eval()
+    try:
+        yield
+    finally:
+        policy.train(was_training)
+
+
+def _reference_key(trainer: Any, source: Any) -> str:
+    """The reference's fingerprint on every rank, with the options that change its log-probs (LD-DPO)."""
+    fingerprint = _global_fingerprint(source.fingerprint(trainer.model), trainer.accelerator)
+    if trainer.args.ld_alpha is not None:  # LD-DPO weighs the reference's tokens too; a different entry
+        fingerprint = hashlib.sha256(f"{fingerprint}|ld_alpha={trainer.args.ld_alpha!r}".encode()).hexdigest()
+    return fingerprint
 
 
 def _pair_lengths(dataset: Dataset, indices: list[int]) -> list[int]:
