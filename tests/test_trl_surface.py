@@ -4,7 +4,6 @@ hold no reference; WPO, LD-DPO, the MoE router loss, activation offloading, padd
 trust_remote_code and truncation_mode do what TRL's do."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -376,14 +375,3 @@ def test_truncation_mode_keep_end(char_tokenizer):
     # composed with max_prompt_length (applied first, keeps the prompt's end)
     both = tokenize_row(row, 0, char_tokenizer, None, 20, 4, "keep_end")
     assert both["prompt_ids"] == ids["0123456789"][-4:]
-
-
-def test_eval_values_use_the_training_loss_with_token_counts():
-    from hf_dpo.eval.stats import preference_values
-
-    logps = PreferenceLogps(*(torch.tensor([v], dtype=torch.float64) for v in (-4.0, -9.0, -5.0, -6.0)))
-    values = preference_values(logps, torch.tensor([2.0]), torch.tensor([6.0]), 0.5, "ipo")
-    per_token = (-4.0 + 5.0) / 2 - (-9.0 + 6.0) / 6  # IPO averages log-ratios per token, as TRL
-    assert values["dpo_loss"][0] == pytest.approx((per_token - 1 / (2 * 0.5)) ** 2)
-    assert values["dpo_loss"][0] != pytest.approx(((1.0 + 3.0) - 1.0) ** 2)
-    assert math.isfinite(values["margin"][0])

@@ -71,27 +71,25 @@ def _test_data(
     return test, renderer, {"name": dataset_name, "options": options, "test_rows": len(test)}
 
 
-def _loss_config(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
-    """The run's objective (``LossConfig``): β, loss type and label smoothing as the eval config or the run
-    sets them; the other loss fields from the run (their defaults without one)."""
-    import dataclasses
+def _objective(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
+    """The run's ``Objective`` (loss, WPO, LD-DPO, RPO): β, loss type and label smoothing as the eval config
+    or the run sets them; everything else from the run (the defaults without one)."""
+    from hf_dpo.scoring import Objective
 
-    from hf_dpo.objective.losses import LossConfig
-
-    names = [f.name for f in dataclasses.fields(LossConfig) if f.init]
-    fields = {k: run[k] for k in names if run.get(k) is not None}
+    fields = {k: v for k, v in run.items() if v is not None}
     fields.update(
         beta=beta,
         loss_type=_setting(config, run, "loss_type", dpo_default("loss_type")),
         label_smoothing=float(_setting(config, run, "label_smoothing", dpo_default("label_smoothing"))),
+        logprob_chunk_size=config.logprob_chunk_size,
     )
-    return LossConfig(**fields)
+    return Objective.from_args(fields)
 
 
 def _preference(
     pair: ModelPair, config: EvalConfig, run: Mapping[str, Any], test: Any, renderer: Any
 ) -> tuple[dict[str, Any], Any]:
-    """The preference task with the run's β, loss and lengths: (results, per-pair values)."""
+    """The preference task with the run's objective and tokenization: (results, per-pair values)."""
     from hf_dpo.eval.preference import evaluate_preference
 
     beta = float(_setting(config, run, "beta", dpo_default("beta"), "dpo_beta"))
@@ -100,11 +98,11 @@ def _preference(
         test,
         renderer,
         beta,
-        loss_config=_loss_config(config, run, beta),
+        objective=_objective(config, run, beta),
         max_length=_setting(config, run, "max_length", dpo_default("max_length")),
         max_prompt_length=_setting(config, run, "max_prompt_length", dpo_default("max_prompt_length")),
+        truncation_mode=run.get("truncation_mode") or dpo_default("truncation_mode"),
         batch_size=config.batch_size,
-        chunk_size=config.logprob_chunk_size,
         bootstrap_samples=config.bootstrap_samples,
         confidence=config.confidence,
         seed=config.seed,

@@ -10,9 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from hf_dpo.objective.losses import LossConfig, PreferenceLogps, pair_accuracy, preference_loss
+from hf_dpo.objective.losses import DPOLossOutput, PreferenceLogps, pair_accuracy
 
 Statistic = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -77,36 +76,15 @@ def bootstrap(
 
 
 # ---- preference ---------------------------------------------------------------------------------------
-def preference_values(
-    logps: PreferenceLogps,
-    chosen_tokens: torch.Tensor,
-    rejected_tokens: torch.Tensor,
-    beta: float,
-    loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
-    loss_config: LossConfig | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-pair values from summed completion log-probs, each (B,):
+def preference_values(out: DPOLossOutput, logps: PreferenceLogps) -> dict[str, np.ndarray]:
+    """Per-pair values, each (B,), from the scored pairs (``hf_dpo.scoring.score_batch``: ``out`` its loss
+    term and rewards, ``logps`` the log-probs with the completion lengths):
 
-    ``chosen_reward`` = β(log πθ(y_w|x) − log πref(y_w|x)) (for reference-free losses alone, their own
-    reward, as in training), ``rejected_reward`` likewise for y_l, ``margin`` = their difference,
-    ``accuracy`` (1 / 0, 0.5 on a tie), ``dpo_loss`` (``preference_loss`` with ``loss_config``, default
-    ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``, given the token counts exactly as
-    the trainer does), ``log_ratio`` = ½[(log πθ − log πref)(y_w) + (log πθ − log πref)(y_l)] (nats per
-    sequence), ``nll`` = −log πθ(y_w|x), ``chosen_tokens`` / ``rejected_tokens`` (completion lengths), and the
-    four log-probs.
+    ``chosen_reward``/``rejected_reward`` (as in training), ``margin`` = their difference, ``accuracy``
+    (1 / 0, 0.5 on a tie), ``dpo_loss``, ``log_ratio`` = ½[u(y_w) + u(y_l)] with u = log πθ − log πref
+    (nats per sequence), ``nll`` = −log πθ(y_w|x), ``chosen_tokens`` / ``rejected_tokens`` (completion
+    lengths), and the four log-probs.
     """
-    if loss_config is None:
-        loss_config = LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)
-    counted = PreferenceLogps(
-        logps.policy_chosen,
-        logps.policy_rejected,
-        logps.ref_chosen,
-        logps.ref_rejected,
-        chosen_tokens.to(logps.policy_chosen.dtype),
-        rejected_tokens.to(logps.policy_chosen.dtype),
-    )
-    out = preference_loss(counted, loss_config)
     values = {
         "chosen_reward": out.chosen_rewards,
         "rejected_reward": out.rejected_rewards,
@@ -116,8 +94,8 @@ def preference_values(
         "log_ratio": 0.5
         * ((logps.policy_chosen - logps.ref_chosen) + (logps.policy_rejected - logps.ref_rejected)),
         "nll": -logps.policy_chosen,
-        "chosen_tokens": chosen_tokens,
-        "rejected_tokens": rejected_tokens,
+        "chosen_tokens": logps.chosen_num_tokens,
+        "rejected_tokens": logps.rejected_num_tokens,
         "policy_chosen_logps": logps.policy_chosen,
         "policy_rejected_logps": logps.policy_rejected,
         "ref_chosen_logps": logps.ref_chosen,

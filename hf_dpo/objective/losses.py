@@ -16,7 +16,7 @@ single loss type. No I/O, no model, no Trainer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -139,8 +139,11 @@ class LossConfig:
 
     @classmethod
     def from_args(cls, args: Any) -> LossConfig:
-        """Build from any object with (a subset of) these fields as attributes, e.g. a ``DPOConfig``."""
+        """Build from any object with (a subset of) these fields as attributes, e.g. a ``DPOConfig``, or
+        from a mapping of them (a run's ``config.yaml``)."""
         names = [f.name for f in cls.__dataclass_fields__.values() if f.init]
+        if isinstance(args, Mapping):
+            return cls(**{name: args[name] for name in names if args.get(name) is not None})
         return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
     def _validate(self) -> None:
