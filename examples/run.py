@@ -11,7 +11,7 @@ printing a one-paragraph error).
 
 import sys
 
-from hf_dpo.run.cli_config import load_config
+from hf_dpo import load_config
 from hf_dpo.train import TrainConfig, main, run
 
 if __name__ == "__main__":

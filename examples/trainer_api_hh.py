@@ -15,9 +15,8 @@ import json
 
 from transformers import AutoTokenizer
 
-from hf_dpo import DPOConfig, DPOTrainer
+from hf_dpo import DPOConfig, DPOTrainer, load_causal_lm
 from hf_dpo.data import build_preference_dataset
-from hf_dpo.modeling.loading import load_causal_lm
 
 
 def main() -> None:

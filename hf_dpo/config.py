@@ -312,15 +312,23 @@ def check_trainer_args(args: Any, model: Any) -> DPOConfig:
         raise TypeError(
             f"args is a {kind}, but hf_dpo.DPOTrainer needs an hf_dpo.DPOConfig (hf_dpo.config.DPOConfig), "
             "which has the same TRL field names. Fix: build hf_dpo.DPOConfig(...) with the same arguments or "
-            "convert with `hf_dpo.config.dpo_config_from(args)`."
+            "convert with `hf_dpo.dpo_config_from(args)`."
         )
     raise TypeError(f"args must be an hf_dpo.DPOConfig, got {type(args).__name__}")
 
 
 def check_datasets(args: DPOConfig, train_dataset: Any, eval_dataset: Any) -> None:
-    """Refuse precompute with a streaming dataset (TRL's contract) and turn off batch dispatching for a
-    streaming train set (as TRL: dispatching would concatenate our batches)."""
+    """Refuse a trainer with no dataset at all and precompute with a streaming dataset (TRL's contracts), and
+    turn off batch dispatching for a streaming train set (as TRL: dispatching would concatenate our batches).
+    Unlike TRL, ``train_dataset=None`` with an ``eval_dataset`` is allowed: evaluation only."""
     from datasets import IterableDataset
+
+    if train_dataset is None and not eval_dataset:
+        raise ValueError(
+            "`train_dataset` is required: DPOTrainer got no train_dataset (and no eval_dataset). Pass "
+            "train_dataset=<a Dataset of prompt/chosen/rejected pairs>; for evaluation only, pass "
+            "eval_dataset=... and call trainer.evaluate()."
+        )
 
     evals = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
     streaming = [d for d in (train_dataset, *evals) if isinstance(d, IterableDataset)]

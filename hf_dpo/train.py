@@ -43,6 +43,8 @@ from hf_dpo.run.signals import StopOnSignal, TrainingInterrupted
 
 logger = logging.getLogger("hf_dpo")
 
+__all__ = ["RunResult", "TrainConfig", "main", "run"]
+
 RESUME_POLICIES = ("refuse", "auto", "overwrite")
 CONFIG_FILE = "config.yaml"
 FINAL_DIR = "final"
@@ -400,9 +402,12 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
         lock.release()
 
 
-def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]) -> RunResult:
+def _make_trainer(
+    config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]
+) -> tuple[Any, StopOnSignal]:
+    """The run's ``DPOTrainer`` with its output callbacks (metrics file, plots, console table) and a signal
+    handler that stops at the next step boundary."""
     from hf_dpo.run.console import MetricsTableCallback
-    from hf_dpo.run.model_card import write_model_card
     from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
     from hf_dpo.run.reporting import route_test_metrics
     from hf_dpo.trainer import DPOTrainer
@@ -427,7 +432,13 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
     stop = StopOnSignal()
     trainer.add_callback(stop)
     route_test_metrics(trainer)  # test/nll -> eval/test/nll in TensorBoard, wandb, ... (after every callback)
+    return trainer, stop
 
+
+def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]) -> RunResult:
+    from hf_dpo.run.model_card import write_model_card
+
+    trainer, stop = _make_trainer(config, prep, log_path, callbacks)
     if prep.checkpoint and checkpoint_covers(prep.checkpoint, config.max_steps, config.num_train_epochs):
         logger.info("%s already holds the last step; writing final/ from it", prep.checkpoint)
         trainer._load_from_checkpoint(prep.checkpoint)

@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from hf_dpo.batching.collator import DPODataCollator, pad_token_id_for
+from hf_dpo.batching.collator import DPODataCollator, PairBatchCollator, pad_token_id_for
 from hf_dpo.batching.layouts import choose_layout
 from hf_dpo.config import DPOConfig, check_datasets, check_trainer_args
 from hf_dpo.modeling.adapters import prepare_peft_model, save_merged_model
@@ -56,7 +56,8 @@ class DPOTrainer(Trainer):
             ``chat_template_kwargs``; see ``hf_dpo.tokens.tokenization``) or already tokenized
             ``prompt_ids``/``chosen_ids``/``rejected_ids``. ``train_dataset`` may be None for evaluation only.
         processing_class: the tokenizer (loaded from ``model`` if None).
-        data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``.
+        data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``; any
+            other collator (e.g. ``DataCollatorForPreference``, TRL's form) is read through ``as_pair_batch``.
         compute_metrics: called on ``EvalPrediction(predictions=logits, label_ids=input_ids)`` of the
             evaluated policy, rows ``[prompt+chosen_1..B ; prompt+rejected_1..B]`` right-padded, as TRL 1.16
             (an extra forward pass per eval batch; reduce the logits with ``preprocess_logits_for_metrics``).
@@ -98,12 +99,10 @@ class DPOTrainer(Trainer):
         self.reference = make_reference(
             model, ref_model, fresh_adapter, needs_reference(args.loss_type), copy_free
         )
-        if data_collator is None:  # the fastest layout exact for both models, its mask form decided once
-            pad_id = pad_token_id_for(processing_class)
-            layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
-            data_collator = DPODataCollator(pad_id, layout)
-            if compute_metrics is not None:  # TRL's EvalPrediction holds padded [chosen; rejected] rows
-                self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
+        if data_collator is None:
+            data_collator = self._default_collator(model, ref_model, processing_class, args, compute_metrics)
+        elif not isinstance(data_collator, DPODataCollator):
+            data_collator = PairBatchCollator(data_collator)  # e.g. TRL's padded completion_mask form
         super().__init__(
             model=model,
             args=args,
@@ -130,6 +129,17 @@ class DPOTrainer(Trainer):
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
         self._log_window = _LogWindow()
         self.add_callback(self._log_window)
+
+    def _default_collator(
+        self, model: Any, ref_model: Any, tokenizer: Any, args: DPOConfig, compute_metrics: Any
+    ) -> DPODataCollator:
+        """The fastest layout exact for both models, its mask form decided once; with ``compute_metrics``
+        also the padded collator of evaluation (TRL's EvalPrediction holds padded [chosen; rejected] rows)."""
+        pad_id = pad_token_id_for(tokenizer)
+        if compute_metrics is not None:
+            self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
+        layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
+        return DPODataCollator(pad_id, layout)
 
     def _check_launch(self) -> None:
         if (mismatch := distributed_mismatch(self.args)) is not None:

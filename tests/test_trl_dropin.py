@@ -201,7 +201,10 @@ def test_quantization_config_gives_the_clear_message_on_every_path(tmp_path, cha
     clear = "QLoRA.*(bitsandbytes|CUDA GPU)"
     with pytest.raises((ImportError, RuntimeError), match=clear):
         DPOTrainer(
-            str(path), args=config(tmp_path), quantization_config=BitsAndBytesConfig(load_in_4bit=True)
+            str(path),
+            args=config(tmp_path),
+            train_dataset=Dataset.from_list(ROWS),
+            quantization_config=BitsAndBytesConfig(load_in_4bit=True),
         )
     with pytest.raises((ImportError, RuntimeError), match=clear):  # the CLI's YAML spelling: a dict
         load_causal_lm(str(path), quantization_config={"load_in_4bit": True})
@@ -210,6 +213,7 @@ def test_quantization_config_gives_the_clear_message_on_every_path(tmp_path, cha
             make_tiny_llama(len(char_tokenizer)),
             args=config(tmp_path),
             processing_class=char_tokenizer,
+            train_dataset=Dataset.from_list(ROWS),
             quantization_config=BitsAndBytesConfig(load_in_4bit=True),
         )
 
@@ -354,3 +358,45 @@ def test_tool_messages_are_checked_and_other_renderers_refuse_them(char_tokenize
     }
     with pytest.raises(ValueError, match="renderer 'chatml' cannot render tool-calling messages"):
         tokenize_row(row, 0, char_tokenizer, get_renderer("chatml", char_tokenizer), None, None)
+
+
+def test_tool_turns_inside_completions_are_rendered_and_trained_on(tmp_path, char_tokenizer):
+    """chosen = assistant(tool call) -> tool -> assistant: the completion is everything after the prompt's
+    generation header, tool output included (as TRL), and prompt ids + completion ids = the full rendering."""
+    char_tokenizer.chat_template = TOOL_TEMPLATE
+    user = {"role": "user", "content": "1+2?"}
+    chosen = [
+        {"role": "assistant", "tool_calls": [_call("add", "1,2")]},
+        {"role": "tool", "name": "add", "content": "3"},
+        {"role": "assistant", "content": "3"},
+    ]
+    rows = [{"prompt": [user], "chosen": chosen, "rejected": [{"role": "assistant", "content": "4"}]}] * 4
+    renderer = get_renderer(None, char_tokenizer)
+    pair = tokenize_row({**rows[0], "tools": TOOLS}, 0, char_tokenizer, renderer, None, None)
+    full = char_tokenizer.apply_chat_template([user, *chosen], tools=TOOLS, tokenize=False)
+    text = "".join(char_tokenizer.convert_ids_to_tokens(pair["prompt_ids"] + pair["chosen_ids"]))
+    assert text == full.rstrip("\n")
+    completion = "".join(char_tokenizer.convert_ids_to_tokens(pair["chosen_ids"]))
+    assert completion == "<call>add(1,2)</call></s>\n<tool>3</s>\n<assistant>3</s>"
+    for bad_roles, message in (
+        ([chosen[1], chosen[2]], "start and end with the assistant; got roles \\['tool', 'assistant'\\]"),
+        (chosen[:2], "got roles \\['assistant', 'tool'\\]"),
+        ([chosen[0], user, chosen[2]], "got roles \\['assistant', 'user', 'assistant'\\]"),
+    ):
+        with pytest.raises(ValueError, match=f"row 5, field 'chosen': expected one assistant.*{message}"):
+            tokenize_row({**rows[0], "chosen": bad_roles}, 5, char_tokenizer, renderer, None, None)
+    trainer = DPOTrainer(
+        make_tiny_llama(len(char_tokenizer)),
+        args=config(tmp_path, max_length=200, max_steps=3),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=char_tokenizer,
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    history = trainer.train()
+    assert torch.isfinite(torch.tensor(history.training_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+
+
+def test_missing_train_dataset_fails_at_construction(tmp_path, char_tokenizer):
+    with pytest.raises(ValueError, match="`train_dataset` is required.*eval_dataset=.*evaluate"):
+        DPOTrainer(make_tiny_llama(len(char_tokenizer)), config(tmp_path), processing_class=char_tokenizer)

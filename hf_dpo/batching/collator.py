@@ -1,13 +1,19 @@
-"""DPODataCollator: turns tokenized preference pairs into one batch of 2B sequences."""
+"""Collators: tokenized preference pairs -> one batch of 2B sequences.
+
+``DPODataCollator`` yields hf_dpo's ``PairBatch`` in any layout; ``DataCollatorForPreference`` yields TRL's
+padded ``input_ids``/``attention_mask``/``completion_mask`` batch, which ``as_pair_batch`` turns into a
+``PairBatch`` (the trainer accepts either collator).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from hf_dpo.batching.layouts import BatchLayout, get_layout
+from hf_dpo.batching.layouts import BatchLayout, PairBatch, get_layout
 from hf_dpo.tokens.tokenization import REF_COLUMNS
 
 # Per-pair float columns passed through as (B,) tensors: precomputed reference log-probs.
@@ -35,7 +41,7 @@ class DPODataCollator:
             get_layout(layout, pad_token_id, pad_to_multiple_of) if isinstance(layout, str) else layout
         )
 
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> PairBatch:
         if not features:
             raise ValueError("DPODataCollator got an empty list of features")
         missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(features[0])
@@ -50,6 +56,106 @@ class DPODataCollator:
             if column in features[0]:
                 batch[column] = torch.tensor([f[column] for f in features], dtype=torch.float32)
         return batch
+
+
+@dataclass
+class DataCollatorForPreference:
+    """TRL's preference collator contract: each pair ``prompt_ids + chosen_ids`` and ``prompt_ids +
+    rejected_ids`` as rows ``[chosen_1..B ; rejected_1..B]``, each cut to ``max_length`` (``keep_start`` keeps
+    the first tokens, ``keep_end`` the last), right-padded to the longest row (rounded up to
+    ``pad_to_multiple_of``). Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (2B, T) and,
+    when the pairs carry them, ``ref_chosen_logps``/``ref_rejected_logps`` (B,)."""
+
+    pad_token_id: int
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def __post_init__(self) -> None:
+        if self.truncation_mode not in ("keep_start", "keep_end"):
+            raise ValueError(
+                f"truncation_mode={self.truncation_mode!r} is not supported; use 'keep_start' or 'keep_end'."
+            )
+        if self.return_tensors != "pt":
+            raise ValueError(f"return_tensors={self.return_tensors!r}: only 'pt' (PyTorch) is supported.")
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        rows, masks = [], []
+        for key in ("chosen_ids", "rejected_ids"):
+            for f in features:
+                ids = list(f["prompt_ids"]) + list(f[key])
+                mask = [0] * len(f["prompt_ids"]) + [1] * len(f[key])
+                if self.max_length is not None:
+                    cut = (
+                        slice(None, self.max_length)
+                        if self.truncation_mode == "keep_start"
+                        else slice(-self.max_length, None)
+                    )
+                    ids, mask = ids[cut], mask[cut]
+                rows.append(ids)
+                masks.append(mask)
+        width = max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {
+            "input_ids": torch.tensor([r + [self.pad_token_id] * (width - len(r)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+            "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks]),
+        }
+        for column in PAIR_FLOAT_COLUMNS:
+            if column in features[0]:
+                batch[column] = torch.tensor([f[column] for f in features], dtype=torch.float32)
+        return batch
+
+
+def as_pair_batch(batch: Mapping[str, Any]) -> PairBatch:
+    """A collated batch as a ``PairBatch``: one already (it has ``target_index``) is returned as it is; TRL's
+    form (``input_ids`` and ``completion_mask`` (2B, T), rows ``[chosen ; rejected]``, optional
+    ``attention_mask``) is converted: each completion token at position t > 0 is predicted from t − 1."""
+    if "target_index" in batch:
+        return batch  # type: ignore[return-value]
+    missing = {"input_ids", "completion_mask"} - set(batch)
+    if missing:
+        raise ValueError(
+            f"the data collator's batch has neither hf_dpo's PairBatch keys (target_index, ...) nor TRL's "
+            f"(input_ids, completion_mask): missing {sorted(missing)} of its keys {sorted(batch)}. Use "
+            "hf_dpo.DPODataCollator or hf_dpo.DataCollatorForPreference."
+        )
+    input_ids, completion = batch["input_ids"], batch["completion_mask"].bool().clone()
+    if input_ids.dim() != 2 or input_ids.shape[0] % 2 or completion.shape != input_ids.shape:
+        raise ValueError(
+            f"a TRL-style batch needs input_ids and completion_mask of one shape (2B, T), rows [chosen ; "
+            f"rejected]; got {tuple(input_ids.shape)} and {tuple(completion.shape)}."
+        )
+    attention_mask = batch.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    completion[:, 0] = False  # the first position has no earlier position to predict it
+    row, pos = completion.nonzero(as_tuple=True)
+    out: PairBatch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "target_index": row * input_ids.shape[1] + pos - 1,
+        "target_ids": input_ids[row, pos],
+        "target_seq": row,
+        "num_pairs": input_ids.shape[0] // 2,
+        "num_tokens": int(attention_mask.sum()),
+    }
+    for column in PAIR_FLOAT_COLUMNS:
+        if column in batch:
+            out[column] = batch[column]  # type: ignore[literal-required]
+    return out
+
+
+class PairBatchCollator:
+    """Wraps a user's collator so that the trainer always receives a ``PairBatch`` (see ``as_pair_batch``)."""
+
+    def __init__(self, collator: Callable[[Sequence[Mapping[str, Any]]], Mapping[str, Any]]) -> None:
+        self.collator = collator
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> PairBatch:
+        return as_pair_batch(self.collator(features))
 
 
 def pad_token_id_for(tokenizer: Any) -> int:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import torch
 
@@ -61,6 +61,7 @@ from hf_dpo.registry import Registry
 __all__ = [
     "MODEL_INPUT_KEYS",
     "BatchLayout",
+    "PairBatch",
     "PackedLayout",
     "PaddedLayout",
     "PrefixSharedLayout",
@@ -70,6 +71,31 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hf_dpo")
+
+
+class PairBatch(TypedDict, total=False):
+    """The one batch record of every layout (shapes in the module docstring): the only contract between the
+    collator, the forward (``sequence_logps``), the reference and the loss. ``attention_mask`` and/or
+    ``position_ids`` by layout; ``prefix_segment_ids``/``prefix_branch_ids``/``mask_form`` for the
+    prefix-shared layout; ``ref_chosen_logps``/``ref_rejected_logps`` (B,) when the rows carry precomputed
+    reference log-probs; ``target_weight`` (N,) once LD-DPO weights are added."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    target_index: torch.Tensor
+    target_ids: torch.Tensor
+    target_seq: torch.Tensor
+    num_pairs: int
+    num_tokens: int
+    prefix_segment_ids: torch.Tensor
+    prefix_branch_ids: torch.Tensor
+    mask_form: MaskForm
+    target_weight: torch.Tensor
+    ref_chosen_logps: torch.Tensor
+    ref_rejected_logps: torch.Tensor
+
+
 Pair = Mapping[str, Sequence[int]]
 LAYOUT_PREFERENCE = ("prefix_shared", "packed", "padded")  # fastest first (docs/performance.md)
 
@@ -98,7 +124,7 @@ class BatchLayout(abc.ABC):
         self.mask_form: MaskForm | None = None if self.custom_mask else MaskForm.NONE
 
     @abc.abstractmethod
-    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
         """Collate ``pairs`` (each with ``prompt_ids``, ``chosen_ids``, ``rejected_ids``)."""
 
     def _round_up(self, n: int) -> int:
@@ -111,7 +137,7 @@ class PaddedLayout(BatchLayout):
 
     name = "padded"
 
-    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         num_pairs = len(pairs)
         rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
@@ -196,7 +222,7 @@ class PackedLayout(_RowPackingLayout):
 
     name = "packed"
 
-    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         seqs = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
             (p["prompt_ids"], p["rejected_ids"]) for p in pairs
@@ -246,7 +272,7 @@ class PrefixSharedLayout(_RowPackingLayout):
     name = "prefix_shared"
     custom_mask = True
 
-    def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor | int]:
+    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         num_pairs = len(pairs)
         lengths = [len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]

@@ -122,6 +122,11 @@ def run_ifeval(
         ) from err
     finally:
         DetectorFactory.seed = saved_seed
+    return _metrics_and_records(out)
+
+
+def _metrics_and_records(out: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The harness output as (metrics, per-prompt records)."""
     result = out["results"]["ifeval"]
     metrics = {name: float(result[f"{name},none"]) for name in METRICS}
     metrics["num_prompts"] = int(result.get("sample_len", len(out["samples"]["ifeval"])))

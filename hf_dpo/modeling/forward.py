@@ -148,24 +148,8 @@ def sequence_logps(
     num_sequences = 2 * batch["num_pairs"]
     if use_hidden is None:
         use_hidden = uses_hidden_path(model)
-    if use_hidden:
-        lm = base_causal_lm(model)
-        captured: dict[str, torch.Tensor] = {}
-        handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
-        try:
-            output = model(**inputs, use_cache=False, logits_to_keep=1)
-        finally:
-            handle.remove()
-        hidden = captured["hidden"].flatten(0, 1)[index]
-        head = lm.get_output_embeddings()
-        token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size, wpo_weights)
-    else:  # the head runs inside the model (gathered there under FSDP / ZeRO-3), on the scored columns only
-        kwargs = {}
-        if "logits_to_keep" in inspect.signature(base_causal_lm(model).forward).parameters:
-            kwargs["logits_to_keep"], index = completion_columns(index, inputs["input_ids"].shape[1])
-        output = model(**inputs, use_cache=False, **kwargs)
-        logits = output.logits.flatten(0, 1)[index]
-        token_logps = chunked_logits_token_logps(logits, targets, chunk_size, wpo_weights)
+    path = _hidden_path if use_hidden else _logits_path
+    token_logps, output = path(model, inputs, index, targets, chunk_size, wpo_weights)
     if wpo_weights:
         token_logps, log_sum_sq = token_logps
     ones = torch.ones_like(token_logps)
@@ -192,3 +176,42 @@ def sequence_logps(
             )
         record = replace(record, aux_loss=aux_loss)
     return record
+
+
+def _hidden_path(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    index: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    wpo: bool,
+) -> tuple[Any, Any]:
+    """Token log-probs from the captured final hidden states and the LM head, applied at ``index`` only."""
+    lm = base_causal_lm(model)
+    captured: dict[str, torch.Tensor] = {}
+    handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
+    try:
+        output = model(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    hidden = captured["hidden"].flatten(0, 1)[index]
+    head = lm.get_output_embeddings()
+    return chunked_token_logps(hidden, head.weight, targets, head.bias, chunk, wpo), output
+
+
+def _logits_path(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    index: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    wpo: bool,
+) -> tuple[Any, Any]:
+    """Token log-probs from the model's own logits (its head runs inside the forward, gathered there under
+    FSDP / ZeRO-3), on the scored columns only."""
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(base_causal_lm(model).forward).parameters:
+        kwargs["logits_to_keep"], index = completion_columns(index, inputs["input_ids"].shape[1])
+    output = model(**inputs, use_cache=False, **kwargs)
+    logits = output.logits.flatten(0, 1)[index]
+    return chunked_logits_token_logps(logits, targets, chunk, wpo), output

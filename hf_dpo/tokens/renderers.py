@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jinja2
@@ -85,14 +85,31 @@ class Renderer(abc.ABC):
         return list(self._prompt_ids(self.cached_prompt_text(messages, template_kwargs)))
 
     def encode_completion(
-        self, messages: list[Message], reply: Message, template_kwargs: Mapping[str, Any] | None = None
+        self,
+        messages: list[Message],
+        reply: Message | Sequence[Message],
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
-        """Ids of ``reply`` as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS."""
-        messages, reply = check_messages(messages), check_reply(reply)
-        self._check_renderable([*messages, reply], template_kwargs)
+        """Ids of ``reply`` as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS.
+
+        ``reply``: one assistant message, or (renderers with ``renders_tools``) a list of assistant and
+        ``tool`` turns, rendered together as what follows the prompt."""
+        messages = check_messages(messages)
+        if isinstance(reply, Mapping):
+            replies = [check_reply(reply)]
+        else:
+            replies = check_messages(list(reply), "completion")
+            check_reply(replies[0], "completion[0]")
+        self._check_renderable([*messages, *replies], template_kwargs)
+        if len(replies) > 1 and not self.renders_tools:
+            raise ValueError(
+                f"renderer {self.name!r} renders one assistant reply per completion, got {len(replies)} "
+                "messages; use renderer_name='chat_template' for multi-turn (tool-using) completions."
+            )
         prompt = self.cached_prompt_text(messages, template_kwargs)
         prompt_ids = self._prompt_ids(prompt)
-        text = self.completion_text(messages, reply, **(template_kwargs or {}))
+        completion = replies[0] if len(replies) == 1 else replies
+        text = self.completion_text(messages, completion, **(template_kwargs or {}))
         ends_with_special = any(text.rstrip().endswith(s) for s in self._special_strings)
         if ends_with_special:
             text = text.rstrip()  # drop the newline templates print after the end-of-turn token
@@ -236,11 +253,22 @@ class ChatTemplateRenderer(Renderer):
         ``chat_template_kwargs``) go to ``apply_chat_template``."""
         return self._render(messages, add_generation_prompt=True, **template_kwargs)
 
-    def completion_text(self, messages: list[Message], reply: Message, **template_kwargs: Any) -> str:
+    def completion_text(
+        self, messages: list[Message], reply: Message | list[Message], **template_kwargs: Any
+    ) -> str:
+        """What the full conversation adds after the prompt; ``reply`` may be a list of assistant and tool
+        turns (all rendered, so tool outputs are part of the completion)."""
         prompt = self.cached_prompt_text(messages, template_kwargs)
-        full = self._render([*messages, reply], add_generation_prompt=False, **template_kwargs)
+        replies = reply if isinstance(reply, list) else [reply]
+        full = self._render([*messages, *replies], add_generation_prompt=False, **template_kwargs)
         if full.startswith(prompt):
             return full[len(prompt) :]
+        if len(replies) > 1:
+            raise ValueError(
+                "the chat template's rendering of the conversation with its tool turns does not start with "
+                "its rendering of the prompt, so the completion cannot be cut from it; use a template that "
+                "renders the prompt the same way in both cases"
+            )
         # The template renders the conversation differently once the reply is added. Keep the inference
         # prompt and take the reply as the template prints it (content onwards).
         content = reply["content"].strip()

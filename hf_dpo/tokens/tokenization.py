@@ -116,23 +116,29 @@ def _check_messages(value: Any, index: int, field: str) -> list[Message]:
         raise _row_error(index, field, str(err), MESSAGES_FIX) from err
 
 
-def _reply(value: Any, index: int, field: str) -> Message:
-    """The single assistant reply of a conversational completion."""
+def _reply(value: Any, index: int, field: str) -> Message | list[Message]:
+    """The completion of a conversational row: one assistant reply, or a tool-using sequence of assistant and
+    ``tool`` turns that starts and ends with the assistant (returned as a list)."""
     messages = _check_messages([value] if isinstance(value, Mapping) else value, index, field)
-    if len(messages) != 1 or messages[0]["role"] != "assistant":
+    roles = [m["role"] for m in messages]
+    if roles[0] != "assistant" or roles[-1] != "assistant" or set(roles) - {"assistant", "tool"}:
         raise _row_error(
             index,
             field,
-            f"expected exactly one assistant message, got roles {[m['role'] for m in messages]}",
-            'put earlier turns in "prompt" and keep only [{"role": "assistant", "content": ...}] here',
+            "expected one assistant message, or assistant and tool turns that start and end with the "
+            f"assistant; got roles {roles}",
+            'put earlier turns in "prompt" and keep only the assistant\'s reply (and its tool turns) here',
         )
-    if is_empty_reply(messages[0]):
-        raise _row_error(index, field, "the assistant reply is empty", "drop the row or fill in the reply")
-    return messages[0]
+    if any(m["role"] == "assistant" and is_empty_reply(m) for m in messages):
+        raise _row_error(index, field, "an assistant reply is empty", "drop the row or fill in the reply")
+    return messages[0] if len(messages) == 1 else messages
 
 
-def split_row(row: Mapping[str, Any], index: int) -> tuple[str | list[Message], str | Message, str | Message]:
-    """Normalise a row into (prompt, chosen, rejected): all text, or messages + two assistant replies."""
+def split_row(
+    row: Mapping[str, Any], index: int
+) -> tuple[str | list[Message], str | Message | list[Message], str | Message | list[Message]]:
+    """Normalise a row into (prompt, chosen, rejected): all text, or messages + two completions (each one
+    assistant reply, or a list of assistant and tool turns)."""
     for field in ("chosen", "rejected"):
         if field not in row or row[field] is None:
             raise _row_error(index, field, "missing", f"add a {field!r} column (string or message list)")
@@ -246,6 +252,33 @@ def tokenize_row(
     ``renderer`` (``hf_dpo.tokens.renderers.Renderer``, see ``select_renderer``) renders conversations;
     with None, rows must be text.
     """
+    prompt_ids, chosen_ids, rejected_ids = _encode_row(row, index, tokenizer, renderer)
+    if not prompt_ids:
+        raise _row_error(
+            index,
+            "prompt",
+            "the prompt encodes to no tokens, so the first completion token has no context",
+            "give the row a prompt, or use a tokenizer that adds a BOS token",
+        )
+    truncated = _truncate(
+        prompt_ids, chosen_ids, rejected_ids, tokenizer, max_length, max_prompt_length, truncation_mode
+    )
+    if isinstance(truncated, str):
+        return truncated
+    prompt_ids, chosen_ids, rejected_ids = truncated
+    if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
+        return "chosen_equals_rejected"
+    return {
+        "prompt_ids": list(prompt_ids),
+        "chosen_ids": list(chosen_ids),
+        "rejected_ids": list(rejected_ids),
+    }
+
+
+def _encode_row(
+    row: Mapping[str, Any], index: int, tokenizer: Any, renderer: Any | None
+) -> tuple[list[int], list[int], list[int]]:
+    """Prompt, chosen and rejected token ids of one row, before truncation."""
     prompt, chosen, rejected = split_row(row, index)
     template_kwargs = template_kwargs_of(row, index)
     if renderer is None and isinstance(prompt, str):
@@ -256,27 +289,34 @@ def tokenize_row(
                 "text rows are tokenized as raw text, so there is no chat template to pass it to",
                 "use conversational rows (message lists), or set renderer_name='chat_template'",
             )
-        prompt_ids, chosen_ids, rejected_ids = _encode_text(tokenizer, prompt, chosen, rejected)
-    else:
-        if renderer is None:
-            raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
-        if isinstance(prompt, str):
-            prompt = _as_conversation(prompt) if prompt else []
-            chosen = {"role": "assistant", "content": chosen}
-            rejected = {"role": "assistant", "content": rejected}
-        try:
-            prompt_ids = renderer.encode_prompt(prompt, template_kwargs)
-            chosen_ids = renderer.encode_completion(prompt, chosen, template_kwargs)
-            rejected_ids = renderer.encode_completion(prompt, rejected, template_kwargs)
-        except ValueError as err:
-            raise ValueError(f"row {index}: {err}") from err
-    if not prompt_ids:
-        raise _row_error(
-            index,
-            "prompt",
-            "the prompt encodes to no tokens, so the first completion token has no context",
-            "give the row a prompt, or use a tokenizer that adds a BOS token",
+        return _encode_text(tokenizer, prompt, chosen, rejected)
+    if renderer is None:
+        raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
+    if isinstance(prompt, str):
+        prompt = _as_conversation(prompt) if prompt else []
+        chosen = {"role": "assistant", "content": chosen}
+        rejected = {"role": "assistant", "content": rejected}
+    try:
+        return (
+            renderer.encode_prompt(prompt, template_kwargs),
+            renderer.encode_completion(prompt, chosen, template_kwargs),
+            renderer.encode_completion(prompt, rejected, template_kwargs),
         )
+    except ValueError as err:
+        raise ValueError(f"row {index}: {err}") from err
+
+
+def _truncate(
+    prompt_ids: list[int],
+    chosen_ids: list[int],
+    rejected_ids: list[int],
+    tokenizer: Any,
+    max_length: int | None,
+    max_prompt_length: int | None,
+    truncation_mode: str,
+) -> tuple[list[int], list[int], list[int]] | str:
+    """The three id lists cut to ``max_prompt_length`` / ``max_length`` (see module docstring), or the skip
+    reason ``prompt_too_long``."""
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         prompt_ids = _keep_prompt_end(prompt_ids, max_prompt_length, tokenizer)
     if max_length is not None:
@@ -293,13 +333,7 @@ def tokenize_row(
             chosen_ids, rejected_ids = chosen_ids[-room:], rejected_ids[-room:]
         else:
             chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
-    if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
-        return "chosen_equals_rejected"
-    return {
-        "prompt_ids": list(prompt_ids),
-        "chosen_ids": list(chosen_ids),
-        "rejected_ids": list(rejected_ids),
-    }
+    return prompt_ids, chosen_ids, rejected_ids
 
 
 def tokenize_dataset(
