@@ -138,7 +138,8 @@ class DPOTrainer(Trainer):
         pad_id = pad_token_id_for(tokenizer)
         if compute_metrics is not None:
             self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
-        layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of)
+        aux = router_aux_coef(model, args) != 0.0
+        layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of, aux)
         return DPODataCollator(pad_id, layout)
 
     def _check_launch(self) -> None:
@@ -152,26 +153,14 @@ class DPOTrainer(Trainer):
             )
 
     def _build_objective(self) -> Objective:
-        """The run's ``Objective``, built once from ``args``, with the MoE router auxiliary loss: its
-        coefficient is ``router_aux_loss_coef``, else the model config's (as TRL); 0 for dense models."""
+        """The run's ``Objective``, built once from ``args``, with the MoE router auxiliary loss."""
         args: DPOConfig = self.args
         if isinstance(self.reference, NoReference) and (args.sync_ref_model or args.precompute_ref_log_probs):
             raise ValueError(
                 f"loss_type {args.loss_type!r} is reference-free, so there is no reference to sync or "
                 "precompute; set sync_ref_model=False and precompute_ref_log_probs=False."
             )
-        model_config = getattr(base_causal_lm(self.model), "config", None)
-        text_config = model_config.get_text_config() if model_config is not None else None
-        is_moe = hasattr(text_config, "output_router_logits")
-        coef = args.router_aux_loss_coef
-        if coef and not is_moe:
-            raise ValueError(
-                f"router_aux_loss_coef={coef} but {type(base_causal_lm(self.model)).__name__} is not a "
-                "Mixture-of-Experts model that returns router logits; there is no auxiliary loss to weight. "
-                "Leave router_aux_loss_coef=None."
-            )
-        coef = float(getattr(text_config, "router_aux_loss_coef", 0.0) or 0.0 if coef is None else coef)
-        return Objective.from_args(args, router_aux_loss_coef=coef if is_moe else 0.0)
+        return Objective.from_args(args, router_aux_loss_coef=router_aux_coef(self.model, args))
 
     def _place_reference(self) -> None:
         """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device; with
@@ -388,13 +377,14 @@ class DPOTrainer(Trainer):
             if "test/nll" in metrics:  # eval -> test/nll; eval_<name> (dict of eval sets) -> test/<name>/nll
                 name = prefix.removeprefix("eval").lstrip("_")
                 logs[f"test/{name}/nll" if name else "test/nll"] = logs[f"{prefix}_nll"] = metrics["test/nll"]
-        elif "loss" in logs:
+        elif "loss" in logs or "train_loss" in logs:  # train()'s summary: the steps not logged yet (as TRL)
             step, now = self.state.global_step, time.perf_counter()
             steps = max(step - self._log_window.step, 1)
             sums = self._metric_sums["train"].reduce(self._all_reduce_sum, self.accelerator.device)
             logs.update(summarize(sums, num_steps=steps, with_nll=False))
-            logs["progress"] = step / max(self.state.max_steps, 1)
-            logs["batch_time"] = (now - self._log_window.time) / steps
+            if "loss" in logs:
+                logs["progress"] = step / max(self.state.max_steps, 1)
+                logs["batch_time"] = (now - self._log_window.time) / steps
             self._log_window.step, self._log_window.time = step, now
         super().log(logs, start_time)
 
@@ -438,3 +428,20 @@ class _LogWindow(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.step, self.time = state.global_step, time.perf_counter()
+
+
+def router_aux_coef(model: torch.nn.Module, args: DPOConfig) -> float:
+    """The weight of the MoE router load-balancing loss: ``router_aux_loss_coef``, else the model config's
+    (as TRL); 0 for dense models (where setting it is an error)."""
+    model_config = getattr(base_causal_lm(model), "config", None)
+    text_config = model_config.get_text_config() if model_config is not None else None
+    is_moe = hasattr(text_config, "output_router_logits")
+    coef = args.router_aux_loss_coef
+    if coef and not is_moe:
+        raise ValueError(
+            f"router_aux_loss_coef={coef} but {type(base_causal_lm(model)).__name__} is not a "
+            "Mixture-of-Experts model that returns router logits; there is no auxiliary loss to weight. "
+            "Leave router_aux_loss_coef=None."
+        )
+    coef = float(getattr(text_config, "router_aux_loss_coef", 0.0) or 0.0 if coef is None else coef)
+    return coef if is_moe else 0.0

@@ -54,3 +54,56 @@ def test_short_max_length_needs_no_prompt_cap():
         assert DPOConfig(output_dir="x", max_length=max_length).max_prompt_length is None
     with pytest.raises(ValueError, match="must be smaller than max_length"):
         DPOConfig(output_dir="x", max_length=256, max_prompt_length=256)
+
+
+def test_fp16_head_computes_in_fp32_so_large_logits_do_not_overflow():
+    """Logits beyond float16's range (65504) stay finite: the chunked head never multiplies in float16."""
+    from hf_dpo.modeling.logprobs import chunked_token_logps, naive_token_logps
+
+    torch.manual_seed(0)
+    hidden = (torch.randn(6, 16) * 150).half()
+    weight = (torch.randn(40, 16) * 150).half()
+    targets = torch.randint(0, 40, (6,))
+    assert not torch.isfinite(hidden @ weight.t()).all()  # the float16 matmul overflows
+    got = chunked_token_logps(hidden, weight.requires_grad_(), targets, chunk_size=4)
+    want = naive_token_logps(hidden.float() @ weight.float().t(), targets)
+    assert torch.isfinite(got).all() and torch.allclose(got, want, atol=1e-3)
+    got.sum().backward()
+    assert torch.isfinite(weight.grad).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_load_trains_with_finite_loss_and_changing_weights(tmp_path, char_tokenizer, dtype):
+    from datasets import Dataset
+
+    from hf_dpo import DPOTrainer
+
+    path = tmp_path / "model"
+    make_tiny_llama(len(char_tokenizer)).save_pretrained(path)
+    char_tokenizer.save_pretrained(path)
+    rows = [
+        {"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)}
+        for a in range(4)
+        for b in range(4)
+    ]
+    args = DPOConfig(
+        output_dir=str(tmp_path / "out"),
+        model_init_kwargs={"dtype": dtype},
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(str(path), args=args, train_dataset=Dataset.from_list(rows))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    for name, param in trainer.model.named_parameters():
+        assert param.dtype == getattr(torch, dtype) and torch.isfinite(param).all(), name
+        if "norm" not in name:
+            assert not torch.equal(before[name], param), f"{name} did not change"

@@ -97,7 +97,7 @@ def test_prompt_filling_max_length_is_a_counted_skip(char_tokenizer, caplog):
                 "rejected": [{"role": "assistant", "content": "b"}],
             },
             "chosen",
-            "exactly one assistant message",
+            "expected one assistant message",
         ),
         ({"prompt": "p", "chosen": "a", "rejected": []}, "rejected", "got an empty value"),
     ],

@@ -290,6 +290,36 @@ def test_router_aux_loss(tmp_path, char_tokenizer):
         )
 
 
+def test_router_aux_loss_picks_an_exact_layout_and_reaches_the_final_log(tmp_path, char_tokenizer):
+    """The model computes its router loss over a 2D attention_mask: auto falls back to padded (exact), a
+    forced packed / prefix-shared layout is a clear error, coef 0 keeps the fast layouts; the train summary
+    (log_history[-1]) carries aux_loss even when no step was logged (TRL's contract)."""
+    model = _tiny_mixtral(len(char_tokenizer))
+    auto = DPOTrainer(
+        model, args=config(tmp_path, logging_steps=50), processing_class=char_tokenizer, train_dataset=ROWS
+    )
+    assert auto.data_collator.layout.name == "padded"
+    auto.train()
+    assert auto.state.log_history[-1]["aux_loss"] > 0 and "train_loss" in auto.state.log_history[-1]
+    for layout in ("packed", "prefix_shared"):
+        with pytest.raises(ValueError, match=f"batch_layout='{layout}' is not exact.*router_aux_loss_coef=0"):
+            DPOTrainer(
+                _tiny_mixtral(len(char_tokenizer)),
+                args=config(tmp_path, batch_layout=layout),
+                processing_class=char_tokenizer,
+                train_dataset=ROWS,
+            )
+    off = DPOTrainer(
+        _tiny_mixtral(len(char_tokenizer)),
+        args=config(tmp_path, router_aux_loss_coef=0.0),
+        processing_class=char_tokenizer,
+        train_dataset=ROWS,
+    )
+    assert off.data_collator.layout.name == "prefix_shared"
+    off.train()
+    assert "aux_loss" not in off.state.log_history[-1]
+
+
 # ---- activation offloading, pad_token, trust_remote_code, truncation_mode ----
 
 

@@ -339,9 +339,12 @@ def choose_layout(
     requested: str = "auto",
     pad_token_id: int = 0,
     pad_to_multiple_of: int | None = None,
+    router_aux_loss: bool = False,
 ) -> BatchLayout:
     """The layout for ``models`` (policy, and reference if separate): ``requested``, or with ``"auto"`` the
     fastest one that is exact for every model's attention backend (``LAYOUT_PREFERENCE``), logged once.
+    ``router_aux_loss``: the MoE router load-balancing loss is trained, which the model computes over the
+    tokens of a 2D ``attention_mask``, so only ``padded`` is exact.
 
     Raises:
         ValueError: unknown name, or a forced layout the backend cannot compute exactly (with the reason).
@@ -353,10 +356,7 @@ def choose_layout(
         raise ValueError(
             f"unknown batch_layout {requested!r}; use 'auto' or one of {', '.join(available_layouts())}"
         )
-    reasons: dict[str, str | None] = {name: None for name in _LAYOUTS}
-    for model in models:
-        for name, reason in layout_support(model).items():
-            reasons[name] = reasons.get(name) or reason
+    reasons = _not_exact_reasons(models, router_aux_loss)
     backends = sorted({attention_backend(m) for m in models})
     if requested == "auto":
         name = next(n for n in LAYOUT_PREFERENCE if reasons.get(n) is None)
@@ -388,6 +388,21 @@ def choose_layout(
             _flex_hint(backends),
         )
     return layout
+
+
+def _not_exact_reasons(models: list[torch.nn.Module], router_aux_loss: bool) -> dict[str, str | None]:
+    """Per layout, why it is not exact for some model (None: exact for all)."""
+    reasons: dict[str, str | None] = {name: None for name in _LAYOUTS}
+    for model in models:
+        for name, reason in layout_support(model).items():
+            reasons[name] = reasons.get(name) or reason
+    if router_aux_loss:
+        for name in ("packed", "prefix_shared"):
+            reasons[name] = reasons.get(name) or (
+                "the MoE router load-balancing loss is computed by the model over the tokens of a 2D "
+                "attention_mask, which this layout does not pass; set router_aux_loss_coef=0 to use it"
+            )
+    return reasons
 
 
 def _mask_form_note(layout: BatchLayout) -> list[str]:

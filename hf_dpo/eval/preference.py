@@ -51,7 +51,8 @@ def score_pairs(
     over these batches).
     """
     pad_id = pad_token_id_for(pair.tokenizer)
-    collate = DPODataCollator(pad_id, choose_layout((pair.policy, pair.reference), "auto", pad_id))
+    aux = objective.router_aux_loss_coef != 0.0
+    collate = DPODataCollator(pad_id, choose_layout((pair.policy, pair.reference), "auto", pad_id, None, aux))
     reference, device = pair_reference(pair), next(pair.policy.parameters()).device
     lengths = [len(p) + len(c) + len(r) for p, c, r in zip(*(tokenized[k] for k in _TOKENS), strict=True)]
     order = sorted(range(len(tokenized)), key=lambda i: -lengths[i])

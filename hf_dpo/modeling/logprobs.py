@@ -91,10 +91,11 @@ def log_sum_squared_probs(logits: torch.Tensor, lse: torch.Tensor | None = None)
 def _compute_params(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LM head in the matmul dtype: the hidden states' half precision under mixed precision (fp32
-    weights, bf16/fp16 activations, as autocast would compute the head), else the weights' own dtype."""
-    low = hidden.dtype in (torch.bfloat16, torch.float16) and weight.dtype == torch.float32
-    dtype = hidden.dtype if low else weight.dtype
+    """The LM head in the matmul dtype: bf16 under bf16 mixed precision (fp32 weights, bf16 activations, as
+    autocast would compute the head) or with bf16 weights; float32 otherwise. float16 is never used: its
+    range (65504) overflows the logits of a sharpened model to inf, and the log-probs to NaN."""
+    low = hidden.dtype == torch.bfloat16 and weight.dtype == torch.float32
+    dtype = torch.bfloat16 if low or weight.dtype == torch.bfloat16 else torch.float32
     return weight.to(dtype), (bias.to(dtype) if bias is not None else None)
 
 

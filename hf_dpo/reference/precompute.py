@@ -198,10 +198,10 @@ def with_reference_columns(
     source = reference.source
     if source is None or (not source.valid_after_training and trainer.state.global_step > 0):
         raise ValueError(
-            f"cannot precompute reference log-probs for the {split} dataset: training has started and the "
-            "reference was the initial policy (precompute_ref_log_probs=True without ref_model), which no "
-            "longer exists. Fix: pass this dataset as eval_dataset to DPOTrainer, pass ref_model=..., or set "
-            "precompute_ref_log_probs=False."
+            f"Cannot compute reference log-probs for a dataset passed to evaluate()/predict() ({split}): "
+            "training has started and the reference was the initial policy (precompute_ref_log_probs=True "
+            "without ref_model), which no longer exists. Fix: pass this dataset as eval_dataset to "
+            "DPOTrainer, pass ref_model=..., or set precompute_ref_log_probs=False."
         )
     device, offloaded = trainer.accelerator.device, getattr(source, "model", None) is not None
     objective, policy, args = trainer.objective, trainer.model, trainer.args

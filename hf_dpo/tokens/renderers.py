@@ -95,7 +95,7 @@ class Renderer(abc.ABC):
         ``reply``: one assistant message, or (renderers with ``renders_tools``) a list of assistant and
         ``tool`` turns, rendered together as what follows the prompt."""
         messages = check_messages(messages)
-        if isinstance(reply, Mapping):
+        if not isinstance(reply, (list, tuple)):
             replies = [check_reply(reply)]
         else:
             replies = check_messages(list(reply), "completion")
