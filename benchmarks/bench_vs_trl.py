@@ -13,7 +13,8 @@ correctness check: step-1 mean policy log-probs and step-2 loss (after one ident
 hf_dpo layout against TRL (the step-1 loss is ln 2 for every pair since policy = reference: a weak check).
 
     pip install trl==1.16.0   # benchmark-only dependency (extra ``bench``)
-    python benchmarks/bench_vs_trl.py --shape tiny --length-scale 0.25 --steps 6      # CPU
+    python benchmarks/bench_vs_trl.py --shape tiny --length-scale 0.25 --steps 6      # CPU, toy shape
+    python benchmarks/bench_vs_trl.py --shape smollm2-135m --profiles hh --steps 6    # CPU, a real shape
     python benchmarks/bench_vs_trl.py --shape qwen2.5-0.5b --dtype bf16 --steps 20     # GPU
 """
 

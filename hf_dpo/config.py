@@ -321,8 +321,20 @@ def check_datasets(args: DPOConfig, train_dataset: Any, eval_dataset: Any) -> No
     """Refuse a trainer with no dataset at all and precompute with a streaming dataset (TRL's contracts), and
     turn off batch dispatching for a streaming train set (as TRL: dispatching would concatenate our batches).
     Unlike TRL, ``train_dataset=None`` with an ``eval_dataset`` is allowed: evaluation only."""
-    from datasets import IterableDataset
+    from datasets import Dataset, IterableDataset
 
+    named = {"train_dataset": train_dataset}
+    named.update(
+        {f"eval_dataset[{k!r}]": d for k, d in eval_dataset.items()}
+        if isinstance(eval_dataset, dict)
+        else {"eval_dataset": eval_dataset}
+    )
+    for name, dataset in named.items():
+        if dataset is not None and not isinstance(dataset, (Dataset, IterableDataset)):
+            raise TypeError(
+                f"{name} must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}. Fix: "
+                "wrap the rows, e.g. datasets.Dataset.from_list(rows) for a list of dicts."
+            )
     if train_dataset is None and not eval_dataset:
         raise ValueError(
             "`train_dataset` is required: DPOTrainer got no train_dataset (and no eval_dataset). Pass "

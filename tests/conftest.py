@@ -16,6 +16,22 @@ TINY_MODEL = SHARED / "models" / "tiny-random-llama-smollm2-tokenizer"
 HH_RLHF = SHARED / "data" / "preference" / "hh_rlhf.test.jsonl"
 
 
+# accelerate's torchrun launcher, 2 processes; with no GPU each runs on CPU and they talk over gloo
+TWO_PROCESS_LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
+
+
 def require_shared(path: Path) -> Path:
     """Skip the test when the optional ../shared material is absent (e.g. on a user's machine)."""
     if not path.exists():

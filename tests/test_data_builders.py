@@ -145,6 +145,27 @@ def test_hhh_carves_a_seeded_test_split(hh_data) -> None:
     assert sorted(m[0]["content"] for m in [*a.train["chosen"], *a.test["chosen"]]) == all_chosen
 
 
+def test_test_only_data_files_give_every_pair_to_test_and_none_to_train(tmp_path) -> None:
+    turn = "\n\nHuman: q{}\n\nAssistant: {}"
+    rows = [{"chosen": turn.format(i, f"good {i}"), "rejected": turn.format(i, "bad")} for i in range(5)]
+    path = tmp_path / "held_out.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = build_preference_dataset("hhh", data_files={"test": str(path)})
+    assert len(data.train) == 0
+    assert [m[-1]["content"] for m in data.test["chosen"]] == [f"good {i}" for i in range(5)]
+
+
+def test_unreachable_hub_names_the_local_files_override(monkeypatch) -> None:
+    import datasets
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("Couldn't reach 'Anthropic/hh-rlhf' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"Couldn't reach.*Without Hub access.*dataset=hhh data_files="):
+        build_preference_dataset("hhh")
+
+
 @needs_shared
 def test_hhh_num_proc_gives_same_pairs(hh_data) -> None:
     parallel = build_preference_dataset("hhh", data_files=str(HH), test_size=0, num_proc=2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, require_shared
+from conftest import TINY_MODEL, TWO_PROCESS_LAUNCH, require_shared
 
 SCRIPT = Path(__file__).with_name("mp_one_step.py")
 
@@ -39,17 +39,7 @@ def _two_processes(out: Path, mode: str) -> None:
     _run(
         [
             sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",  # accelerate's torchrun launcher; with no GPU the processes use CPU + gloo
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *TWO_PROCESS_LAUNCH,
             str(SCRIPT),
             str(out),
             "2",

@@ -1,5 +1,6 @@
 """The public API: every name the README, docs and examples import comes from ``hf_dpo`` or a documented
-subpackage (``hf_dpo.data``, ``hf_dpo.eval``, ``hf_dpo.train``) and is listed in its ``__all__``."""
+subpackage (``hf_dpo.data``, ``hf_dpo.eval``, ``hf_dpo.on_policy``, ``hf_dpo.train``) and is listed in its
+``__all__``."""
 
 import importlib
 import re
@@ -8,7 +9,7 @@ from pathlib import Path
 import hf_dpo
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = ("hf_dpo", "hf_dpo.data", "hf_dpo.eval", "hf_dpo.train")
+PUBLIC = ("hf_dpo", "hf_dpo.data", "hf_dpo.eval", "hf_dpo.on_policy", "hf_dpo.train")
 IMPORT = re.compile(r"^\s*from (hf_dpo[\w.]*) import \(?([\w, \n]+?)\)?\s*$", re.M)
 
 

@@ -1,9 +1,10 @@
-"""Slow: `yaml_configs/hhh_cpu.yaml` as written (real SmolLM2-135M-Instruct, real HH-RLHF pairs; only the
-file paths point into tmp_path) must raise held-out reward accuracy above 0.5 beyond its 95% CI.
+"""Slow: `yaml_configs/hhh_cpu.yaml` as written (real SmolLM2-135M-Instruct, real HH-RLHF pairs), with its
+documented local-files override in place of the Hub mixture, must raise held-out reward accuracy above 0.5
+beyond its 95% CI.
 
-Run with `pytest -m slow tests/test_slow_hhh_recipe.py`: about 35 min on 2 CPU threads (the recipe's ~30,
-then `hf_dpo.eval` re-scores the held-out pairs with bootstrap CIs). It is the whole recipe, not a shortened
-one: a 30-step run does not clear the CI on these pairs (docs/recipes.md, run r1).
+Run with `pytest -m slow tests/test_slow_hhh_recipe.py`: about 30 min on 2 CPU threads (the recipe's ~20 on
+the 600 shared training rows, then `hf_dpo.eval` re-scores the 400 held-out rows with bootstrap CIs). It is
+the whole recipe, not a shortened one: a 30-step run does not clear the CI on these pairs (docs/recipes.md).
 """
 
 import json
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HH_RLHF, SHARED, require_shared
+from conftest import HH_RLHF, require_shared
 from test_slow_smollm2 import find_gguf
 
 from hf_dpo.eval.runner import main as eval_main
@@ -27,7 +28,6 @@ from split_jsonl import split_jsonl  # noqa: E402
 def test_hhh_recipe_raises_held_out_accuracy(tmp_path):
     pytest.importorskip("gguf", reason="pip install gguf (reads the GGUF weights)")
     gguf = find_gguf()
-    tokenizer = require_shared(SHARED / "models" / "smollm2-135m-instruct")
     train_file, test_file = split_jsonl(require_shared(HH_RLHF), tmp_path / "hh", test_rows=400)
     run = tmp_path / "run"
     code = train_main(
@@ -35,7 +35,7 @@ def test_hhh_recipe_raises_held_out_accuracy(tmp_path):
             str(ROOT / "yaml_configs" / "hhh_cpu.yaml"),
             f"log_path={run}",
             f"model_name={gguf}",
-            f"tokenizer_name={tokenizer}",
+            "dataset=hhh",
             "data_files={train: " + str(train_file) + ", test: " + str(test_file) + "}",
             "quiet=true",
         ]
@@ -44,17 +44,9 @@ def test_hhh_recipe_raises_held_out_accuracy(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first_train = next(r for r in rows if "dpo_loss" in r)
     assert first_train["step"] == 1 and first_train["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
-    evals = [r for r in rows if "eval_accuracy" in r]
-    assert [r["step"] for r in evals] == [0, 38, 75]  # eval_on_start, eval_steps 38, the final evaluation
-    # πθ = πref at step 0; the reference was precomputed in other batches, so rewards are float32 rounding
-    assert evals[0]["eval_dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
-    assert abs(evals[0]["eval_margin"]) < 1e-5
-
     code = eval_main([f"model_path={run}", "tasks=preference"])  # the run's own held-out file
     assert code == 0
     preference = json.loads((run / "eval" / "results.json").read_text())["preference"]
     assert preference["num_pairs"] == 395  # 400 held-out rows, 5 skipped by the hhh builder (logged)
-    # hf_dpo.eval and the trainer's evaluation score the same pairs the same way
-    assert preference["accuracy"]["value"] == pytest.approx(evals[-1]["eval_accuracy"], abs=1e-3)
     assert preference["accuracy"]["ci_low"] > 0.5, preference["accuracy"]
     assert preference["margin"]["ci_low"] > 0, preference["margin"]

@@ -94,12 +94,19 @@ class DatasetBuilder(abc.ABC):
             raise ValueError(f"dataset {self.name!r} needs path=<hub id or local path> or data_files=<files>")
         if Path(self.path).is_file():
             return _load_files(self.path)
-        return datasets.load_dataset(self.path, self.config_name, data_dir=self.data_dir)
+        try:
+            return datasets.load_dataset(self.path, self.config_name, data_dir=self.data_dir)
+        except ConnectionError as e:  # offline, or the Hub out of reach: name the local-files override
+            raise ConnectionError(
+                f"{e}. Without Hub access, use local files in the source's schema: dataset={self.name} "
+                "data_files=<file> or data_files={train: <file>, test: <file>} (JSON lines, CSV, Parquet)"
+            ) from e
 
     def select_splits(self, raw: datasets.DatasetDict) -> datasets.DatasetDict:
         """Rename the source's ``train_split``/``test_split`` to ``train``/``test``.
 
-        With ``data_files``, splits named ``train``/``test`` also count (a single file loads as ``train``).
+        With ``data_files``, splits named ``train``/``test`` also count (a single file loads as ``train``);
+        ``data_files={"test": ...}`` alone gives an empty train split (a test set to evaluate on).
         """
 
         def find(wanted: str | None, default: str) -> str | None:
@@ -108,6 +115,8 @@ class DatasetBuilder(abc.ABC):
             return default if self.data_files is not None and default in raw else None
 
         train_split, test_split = find(self.train_split, "train"), find(self.test_split, "test")
+        if train_split is None and test_split is not None and self.data_files is not None:
+            return datasets.DatasetDict({"test": raw[test_split]})  # a test-only file set (evaluation)
         if train_split is None:
             raise ValueError(
                 f"dataset {self.name!r}: no split {self.train_split!r} in the source "
@@ -127,9 +136,11 @@ class DatasetBuilder(abc.ABC):
         for split, dataset in raw.items():
             converted[split], split_skips = self.convert_split(dataset, split)
             skips.update(split_skips)
-        if "test" not in converted:
+        if "train" not in converted:  # data_files={test: ...}: nothing to train on, all to evaluate
+            converted["train"] = converted["test"].select([])
+        elif "test" not in converted:
             converted = self.carve_test(converted["train"])
-        if len(converted["train"]) == 0:
+        if len(converted["train"]) == 0 and "train" in raw:
             raise ValueError(f"dataset {self.name!r}: no train pairs left (skipped: {dict(skips)})")
         return PreferenceData(train=converted["train"], test=converted["test"], skips=dict(skips))
 

@@ -142,8 +142,11 @@ def sequence_logps(
         output_router_logits: MoE models: ask for the router logits and return the model's ``aux_loss``.
     """
     inputs = model_inputs(model, batch)  # layout columns -> model kwargs (e.g. a 4D mask for prefix sharing)
-    if output_router_logits:
-        inputs["output_router_logits"] = True
+    config = getattr(base_causal_lm(model), "config", None)
+    if output_router_logits or hasattr(config and config.get_text_config(), "output_router_logits"):
+        # MoE: ask for the router loss only when it is used; a config with it on would otherwise compute it
+        # over the 2D mask, which is wrong (and a size error) in the packed and prefix-shared layouts
+        inputs["output_router_logits"] = output_router_logits
     index, targets, seq = batch["target_index"], batch["target_ids"], batch["target_seq"]
     num_sequences = 2 * batch["num_pairs"]
     if use_hidden is None:

@@ -27,6 +27,16 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ],
     ),
     "test_nll": ("Test NLL of chosen completions (per token)", [("test/nll", "test")]),
+    "on_policy": (
+        "On-policy judge scores (one point per round)",
+        [
+            ("on_policy/score_mean", "samples: mean"),
+            ("on_policy/score_best", "samples: best of group"),
+            ("heldout/exact_match", "held-out: exact match"),
+            ("heldout/judge_score", "held-out: judge score"),
+            ("heldout/win_rate_vs_initial", "held-out: win rate vs initial"),
+        ],
+    ),
 }
 
 

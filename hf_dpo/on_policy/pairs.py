@@ -1,0 +1,74 @@
+"""From one prompt's judged completions to preference pairs (pure; no model, no I/O).
+
+A group is the ``num_generations`` completions sampled for one prompt and their judge scores. Rules:
+
+* ``best_vs_worst`` (default): one pair, a highest-scored completion over a lowest-scored one (the first
+  of each in sampling order when several share the score);
+* ``all_pairs``: every two completions with different scores, the higher one chosen.
+
+A group whose scores are all equal yields nothing (``all_equal``); with ``all_pairs`` each tied couple is
+skipped (``tie``). A couple whose texts are identical is skipped too (``identical``): DPO cannot prefer a
+reply over itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PAIR_RULES = ("best_vs_worst", "all_pairs")
+
+
+@dataclass(frozen=True)
+class GroupPairs:
+    """The pairs picked from one group, as (chosen index, rejected index), and what was skipped."""
+
+    pairs: list[tuple[int, int]]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def pick_pairs(scores: Sequence[float], texts: Sequence[str], rule: str = "best_vs_worst") -> GroupPairs:
+    """Pairs of ``rule`` from one group: ``scores[i]`` is the judge's score of completion ``texts[i]``.
+
+    >>> pick_pairs([0.0, 1.0, 0.0], ["a", "b", "c"]).pairs
+    [(1, 0)]
+    """
+    if rule not in PAIR_RULES:
+        raise ValueError(f"pair_rule={rule!r} is unknown; use one of {', '.join(PAIR_RULES)}")
+    if len(scores) != len(texts) or len(scores) < 2:
+        raise ValueError(
+            f"a group needs >= 2 completions with one score each, got {len(texts)} / {len(scores)}"
+        )
+    if any(not math.isfinite(s) for s in scores):
+        raise ValueError(f"group scores must be finite, got {list(scores)}")
+    if max(scores) == min(scores):
+        return GroupPairs([], Counter(all_equal=1))
+    if rule == "best_vs_worst":
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
+        candidates = [(best, worst)]
+    else:
+        candidates = []
+        skipped: Counter[str] = Counter()
+        for i in range(len(scores)):
+            for j in range(i + 1, len(scores)):
+                if scores[i] == scores[j]:
+                    skipped["tie"] += 1
+                else:
+                    candidates.append((i, j) if scores[i] > scores[j] else (j, i))
+        return _drop_identical(candidates, texts, skipped)
+    return _drop_identical(candidates, texts, Counter())
+
+
+def _drop_identical(
+    candidates: list[tuple[int, int]], texts: Sequence[str], skipped: Counter[str]
+) -> GroupPairs:
+    kept = []
+    for chosen, rejected in candidates:
+        if texts[chosen] == texts[rejected]:
+            skipped["identical"] += 1
+        else:
+            kept.append((chosen, rejected))
+    return GroupPairs(kept, skipped)

@@ -1,0 +1,470 @@
+"""On-policy DPO: rounds of sample -> judge -> pair -> train, each from the policy the last round left.
+
+Files in ``log_path`` (besides ``config.yaml``, ``metrics.jsonl``, ``plots/`` and ``final/``):
+
+* ``round-0/heldout.jsonl``: the held-out prompts' greedy completions before training, and their scores;
+* ``round-<r>/pairs.jsonl``: per prompt of round r, every completion with its score and the pairs picked;
+  written (atomically) before round r trains and reused, never regenerated, when a killed run resumes;
+* ``round-<r>/checkpoint-N``, ``round-<r>/metrics.jsonl``: the round's DPO training (resumable);
+* ``round-<r>/policy/``, ``round-<r>/heldout.jsonl``, ``round-<r>/done.json``: the policy after round r.
+
+``metrics.jsonl`` gets one row per round (round 0: before training), flat and namespaced: ``on_policy/*``
+(sampling, judging, pairing, timing) and ``heldout/*``; ``step`` counts optimizer steps over all rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_dpo.eval.generation import DecodingConfig
+from hf_dpo.modeling.adapters import is_quantized
+from hf_dpo.on_policy.config import OnPolicyOptions
+from hf_dpo.on_policy.judges import GroupJudge, JudgeError, make_judge
+from hf_dpo.on_policy.pairs import pick_pairs
+from hf_dpo.on_policy.prompts import PromptSet, encode_prompts, load_prompt_rows, round_indices
+from hf_dpo.on_policy.sampling import SampledGroups, sample_groups
+
+logger = logging.getLogger("hf_dpo")
+
+PAIRS_FILE = "pairs.jsonl"
+GENERATION_FILE = "generation.json"
+HELDOUT_FILE = "heldout.jsonl"
+DONE_FILE = "done.json"
+POLICY_DIR = "policy"
+METRICS_FILE = "metrics.jsonl"
+
+
+def round_dir(log_path: str | Path, round_number: int) -> Path:
+    return Path(log_path) / f"round-{round_number}"
+
+
+@dataclass
+class OnPolicySetup:
+    """What the rounds need besides the model: options, encoded train / held-out prompts, the judge."""
+
+    options: OnPolicyOptions
+    train: PromptSet
+    heldout: PromptSet
+    judge: GroupJudge
+
+
+# ---- checks before anything is written --------------------------------------------------------------------
+def setup_on_policy(config: Any, args: Any, tokenizer: Any) -> OnPolicySetup:
+    """Check the ``on_policy`` section against the rest of the run; load prompts and judge. ``ValueError``
+    (or ``OSError`` for a judge model that cannot be loaded) with the fix."""
+    from accelerate import PartialState
+
+    from hf_dpo.tokens.tokenization import select_renderer
+
+    options: OnPolicyOptions = config.on_policy
+    if config.peft is not None and options.reference_update == "round":
+        raise ValueError(
+            "on_policy.reference_update=round needs a separate reference model, but with LoRA (peft) the "
+            "reference is the base with adapters disabled (the initial model); use reference_update=initial "
+            "or drop the peft section"
+        )
+    if options.generation_backend == "vllm" and config.peft is not None:
+        raise ValueError("on_policy.generation_backend=vllm samples full models; drop peft or use backend hf")
+    if args.fsdp or args.deepspeed:
+        raise ValueError(
+            "on-policy DPO samples from the full policy on every process; FSDP / DeepSpeed shard it. Run it "
+            "with plain data parallelism (accelerate launch --num_processes N) or one process"
+        )
+    train_rows, test_rows = load_prompt_rows(config.dataset, config.dataset_kwargs())
+    if not train_rows:
+        raise ValueError(f"dataset {config.dataset!r} has no train prompts to sample from")
+    if options.eval_prompts and not test_rows:
+        raise ValueError(
+            f"on_policy.eval_prompts={options.eval_prompts} but dataset {config.dataset!r} has no test "
+            "split; give test prompts (data_files={train: ..., test: ...}, test_size=...) or set "
+            "on_policy.eval_prompts=0"
+        )
+    renderer = select_renderer(train_rows[0], tokenizer, args.renderer_name)
+    train = encode_prompts(train_rows, tokenizer, renderer, args.max_prompt_length, "train")
+    heldout = encode_prompts(
+        test_rows[: options.eval_prompts], tokenizer, renderer, args.max_prompt_length, "test"
+    )
+    if not train:
+        raise ValueError(f"every train prompt is longer than max_prompt_length={args.max_prompt_length}")
+    device = options.judge_device or PartialState().device
+    judge = make_judge(options.judge, options.judge_type, device, options.judge_batch_size)
+    return OnPolicySetup(options, train, heldout, judge)
+
+
+def rounds_done(log_path: str | Path, num_rounds: int) -> int:
+    """How many rounds (in order from 1) have ``done.json``."""
+    done = 0
+    while done < num_rounds and (round_dir(log_path, done + 1) / DONE_FILE).is_file():
+        done += 1
+    return done
+
+
+# ---- one round's data -------------------------------------------------------------------------------------
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonl(records: Sequence[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def judge_round(
+    setup: OnPolicySetup, indices: Sequence[int], sampled: SampledGroups
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """One record per prompt (prompt, completions with scores, pairs picked, skips) and the skip counts."""
+    train = setup.train
+    texts = [[g.text for g in group] for group in sampled.groups]
+    scores = setup.judge.score(
+        indices, [train.prompts[i] for i in indices], texts, [train.rows[i] for i in indices]
+    )
+    records, skipped = [], Counter()
+    for i, group, group_texts, group_scores in zip(indices, sampled.groups, texts, scores, strict=True):
+        if len(group_scores) != len(group):
+            raise JudgeError(
+                f"judge {setup.judge.name!r} returned {len(group_scores)} scores for the {len(group)} "
+                f"completions of prompt {i}"
+            )
+        picked = pick_pairs(group_scores, group_texts, setup.options.pair_rule)
+        skipped.update(picked.skipped)
+        records.append(
+            {
+                "prompt_index": i,
+                "prompt": train.prompts[i],
+                "completions": [
+                    {"text": g.text, "score": s, "num_tokens": g.num_tokens, "finished": g.finished}
+                    for g, s in zip(group, group_scores, strict=True)
+                ],
+                "pairs": [list(p) for p in picked.pairs],
+                "skipped": dict(picked.skipped),
+            }
+        )
+    return records, skipped
+
+
+def round_pairs(
+    model: Any, tokenizer: Any, setup: OnPolicySetup, seed: int, round_number: int, directory: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The round's records and generation stats: read from ``directory`` when an earlier try of this round
+    wrote them, else sampled, judged and written there (main process) before any training."""
+    from accelerate import PartialState
+
+    pairs_path, stats_path = directory / PAIRS_FILE, directory / GENERATION_FILE
+    if pairs_path.is_file() and stats_path.is_file():
+        logger.info("on_policy: round %d: reusing the pairs in %s", round_number, pairs_path)
+        records = [json.loads(line) for line in pairs_path.read_text("utf-8").splitlines() if line.strip()]
+        return records, json.loads(stats_path.read_text("utf-8"))
+    options = setup.options
+    indices = round_indices(len(setup.train), options.prompts_per_round, round_number, seed)
+    decoding = DecodingConfig(options.max_new_tokens, True, options.temperature, options.top_p, seed)
+    sampled = sample_groups(
+        model,
+        tokenizer,
+        [setup.train.ids[i] for i in indices],
+        options.num_generations,
+        decoding,
+        options.generation_batch_size,
+        round_number,
+        options.generation_backend,
+    )
+    records, skipped = judge_round(setup, indices, sampled)
+    stats = {
+        "generation_s": sampled.seconds,
+        "gen_tokens": sampled.num_tokens,
+        "skipped": dict(skipped),
+        "truncated": sum(not g.finished for group in sampled.groups for g in group),
+    }
+    state = PartialState()
+    if state.is_main_process:
+        _write_atomic(stats_path, json.dumps(stats))
+        _write_atomic(pairs_path, _jsonl(records))  # last: its presence means the round's data is complete
+    state.wait_for_everyone()
+    return records, stats
+
+
+def pairs_dataset(records: Sequence[Mapping[str, Any]]) -> Any:
+    """The round's pairs as ``prompt`` / ``chosen`` / ``rejected`` rows (assistant messages for message
+    prompts, text for text prompts)."""
+    from datasets import Dataset
+
+    rows = []
+    for record in records:
+        texts = [c["text"] for c in record["completions"]]
+        prompt = record["prompt"]
+        for chosen, rejected in record["pairs"]:
+            if isinstance(prompt, str):
+                rows.append({"prompt": prompt, "chosen": texts[chosen], "rejected": texts[rejected]})
+            else:
+                rows.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": [{"role": "assistant", "content": texts[chosen]}],
+                        "rejected": [{"role": "assistant", "content": texts[rejected]}],
+                    }
+                )
+    return Dataset.from_list(rows) if rows else None
+
+
+def round_metrics(records: Sequence[Mapping[str, Any]], stats: Mapping[str, Any]) -> dict[str, float]:
+    """``on_policy/*`` of one round: judge scores of the samples, pair yield, skips, generation speed."""
+    scores = [[c["score"] for c in r["completions"]] for r in records]
+    pairs = sum(len(r["pairs"]) for r in records)
+    row = {
+        "on_policy/score_mean": sum(map(sum, scores)) / max(1, sum(map(len, scores))),
+        "on_policy/score_best": sum(map(max, scores)) / max(1, len(scores)),
+        "on_policy/pairs": pairs,
+        "on_policy/pair_yield": pairs / max(1, len(records)),
+        "on_policy/skipped_groups": sum(1 for r in records if not r["pairs"]),
+        "on_policy/truncated_samples": stats["truncated"],
+        "on_policy/gen_tokens_per_s": stats["gen_tokens"] / max(stats["generation_s"], 1e-9),
+        "on_policy/generation_s": stats["generation_s"],
+    }
+    row.update({f"on_policy/skipped_{k}": v for k, v in sorted(stats["skipped"].items())})
+    return row
+
+
+# ---- held-out measure -------------------------------------------------------------------------------------
+def heldout_metrics(
+    model: Any, tokenizer: Any, setup: OnPolicySetup, directory: Path, initial: list[str] | None
+) -> tuple[dict[str, float], list[str]]:
+    """Greedy completions of the held-out prompts, scored by the judge: ``heldout/exact_match`` (verifier:
+    mean score, the exact-match rate for 0/1 verifiers), ``heldout/judge_score`` (reward model) or
+    ``heldout/win_rate_vs_initial`` (pairwise, against the completions before training). Written to
+    ``directory/heldout.jsonl``."""
+    from accelerate import PartialState
+
+    heldout, options = setup.heldout, setup.options
+    decoding = DecodingConfig(options.heldout_max_new_tokens, False)
+    started = time.perf_counter()
+    sampled = sample_groups(model, tokenizer, heldout.ids, 1, decoding, options.generation_batch_size * 4, 0)
+    texts = [group[0].text for group in sampled.groups]
+    indices = list(range(len(heldout)))
+    judge = setup.judge
+    if judge.kind == "pairwise" and initial is not None:
+        scores = [
+            judge.prefer(i, p, t, t0)
+            for i, p, t, t0 in zip(indices, heldout.prompts, texts, initial, strict=True)
+        ]
+        key = "heldout/win_rate_vs_initial"
+    else:
+        scores = [s[0] for s in judge.score(indices, heldout.prompts, [[t] for t in texts], heldout.rows)]
+        key = {"verifier": "heldout/exact_match", "reward_model": "heldout/judge_score"}.get(judge.kind)
+    if PartialState().is_main_process:
+        records = [
+            {"prompt": p, "completion": t, "score": s}
+            for p, t, s in zip(heldout.prompts, texts, scores, strict=True)
+        ]
+        _write_atomic(directory / HELDOUT_FILE, _jsonl(records))
+    metrics = {"heldout/seconds": time.perf_counter() - started}
+    if key is not None:
+        metrics[key] = sum(scores) / len(scores)
+    return metrics, texts
+
+
+# ---- the rounds --------------------------------------------------------------------------------------------
+def _load_policy(model: Any, directory: Path, adapter: bool, init_kwargs: Mapping[str, Any]) -> Any:
+    if adapter:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=True)
+    from hf_dpo.modeling.loading import load_causal_lm
+
+    return load_causal_lm(str(directory), **init_kwargs)
+
+
+def _round_config(config: Any, directory: Path) -> Any:
+    """The run's config for one round's DPO training: output in ``directory``, no in-round evaluation,
+    ``steps_per_round`` steps (None: one pass over the round's pairs)."""
+    steps = config.on_policy.steps_per_round
+    round_config = copy.copy(config)
+    round_config.log_path = str(directory)
+    round_config.max_steps = steps if steps is not None else -1
+    if steps is None:
+        round_config.num_train_epochs = 1.0
+    round_config.eval_strategy = "no"
+    round_config.eval_on_start = False
+    round_config.do_eval = False
+    round_config.load_best_model_at_end = False
+    return round_config
+
+
+def _train_round(
+    config: Any, prep: Any, model: Any, reference: Any, dataset: Any, directory: Path, make_trainer: Callable
+) -> tuple[Any, int]:
+    """DPO on one round's pairs (resumed from the round's newest checkpoint); returns (policy, steps)."""
+    from peft import PeftModel
+
+    from hf_dpo.run.checkpoints import newest_resumable_checkpoint
+    from hf_dpo.run.signals import TrainingInterrupted
+
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint, _ = newest_resumable_checkpoint(directory)
+    round_prep = dataclasses.replace(
+        prep,
+        args=_round_config(config, directory).dpo_config(),
+        train_dataset=dataset,
+        eval_dataset=None,
+        model=model,
+        ref_model=reference,
+        peft_config=None if isinstance(model, PeftModel) else prep.peft_config,
+        checkpoint=checkpoint,
+    )
+    trainer, stop = make_trainer(round_prep, directory)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        stop.restore()
+    if stop.signum is not None:
+        step = trainer.state.global_step
+        raise TrainingInterrupted(stop.signum, step, str(directory / f"checkpoint-{step}"))
+    policy, steps = trainer.model, trainer.state.global_step
+    del trainer
+    gc.collect()
+    return policy, steps
+
+
+def _append_row(log_path: Path, row: Mapping[str, Any], quiet: bool) -> None:
+    from accelerate import PartialState
+
+    from hf_dpo.run.console import metrics_table
+    from hf_dpo.run.outputs import read_metrics, write_plots
+
+    if not PartialState().is_main_process:
+        return
+    path = log_path / METRICS_FILE
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(dict(row)) + "\n")
+    write_plots(read_metrics(path), log_path / "plots")
+    if not quiet:
+        shown = {k: v for k, v in row.items() if k not in ("step", "round")}
+        print(f"On-policy round {row['round']}\n" + metrics_table(int(row["step"]), shown), flush=True)
+
+
+def _keep_rows_up_to(log_path: Path, done: int) -> int:
+    """Drop rows of rounds after ``done`` from ``metrics.jsonl`` (a resumed round writes its row again);
+    return the optimizer steps of the rows kept."""
+    from accelerate import PartialState
+
+    from hf_dpo.run.outputs import read_metrics
+
+    path = log_path / METRICS_FILE
+    rows = [r for r in read_metrics(path) if r.get("round", 0) <= done]
+    if PartialState().is_main_process:
+        _write_atomic(path, _jsonl(rows))
+    return int(rows[-1]["step"]) if rows else 0
+
+
+def _initial_reference(model: Any, config: Any) -> Any:
+    """``reference_update: initial`` with full fine-tuning: a frozen copy of the initial model, kept for all
+    rounds (LoRA: None, the adapter-disabled base is the initial model; ``round``: None, each round's trainer
+    copies its starting policy)."""
+    if config.peft is not None or config.on_policy.reference_update != "initial":
+        return None
+    from hf_dpo.objective.losses import needs_reference
+
+    if not needs_reference(config.loss_type):
+        return None
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def run_rounds(
+    config: Any, prep: Any, log_path: Path, final_dir: Path, make_trainer: Callable
+) -> dict[str, float]:
+    """Every round not yet done, then ``final_dir``; returns the last round's metrics.
+    ``make_trainer(prep, output_dir) -> (DPOTrainer, StopOnSignal)`` builds each round's trainer."""
+    from accelerate import PartialState
+
+    setup: OnPolicySetup = prep.on_policy
+    options, state = setup.options, PartialState()
+    model = prep.model if is_quantized(prep.model) else prep.model.to(state.device)
+    reference = _initial_reference(model, config)
+    done = rounds_done(log_path, options.num_rounds)
+    step = _keep_rows_up_to(log_path, done)
+    init_kwargs = prep.args.model_init_kwargs or {}
+    if done:
+        model = _load_policy(
+            model, round_dir(log_path, done) / POLICY_DIR, config.peft is not None, init_kwargs
+        )
+        model.to(state.device)
+    initial = _initial_heldout(log_path)
+    if done == 0 and len(setup.heldout):
+        metrics, initial = heldout_metrics(model, prep.tokenizer, setup, round_dir(log_path, 0), None)
+        _append_row(log_path, {"round": 0, "step": 0, **metrics}, config.quiet)
+    row: dict[str, Any] = {}
+    for r in range(done + 1, options.num_rounds + 1):
+        directory = round_dir(log_path, r)
+        records, stats = round_pairs(model, prep.tokenizer, setup, prep.args.seed, r, directory)
+        dataset = pairs_dataset(records)
+        started, steps = time.perf_counter(), 0
+        if dataset is None:
+            logger.warning("on_policy: round %d produced no pairs (every group skipped); policy unchanged", r)
+        else:
+            model, steps = _train_round(config, prep, model, reference, dataset, directory, make_trainer)
+        train_s = time.perf_counter() - started
+        step += steps
+        row = {"round": r, "step": step, **round_metrics(records, stats), "on_policy/train_s": train_s}
+        if state.is_main_process:
+            model.save_pretrained(str(directory / POLICY_DIR))
+            prep.tokenizer.save_pretrained(str(directory / POLICY_DIR))
+        if len(setup.heldout):
+            metrics, _ = heldout_metrics(model, prep.tokenizer, setup, directory, initial)
+            row.update(metrics)
+        total = stats["generation_s"] + train_s + row.get("heldout/seconds", 0.0)
+        row["on_policy/generation_time_share"] = (
+            stats["generation_s"] + row.get("heldout/seconds", 0.0)
+        ) / total
+        _append_row(log_path, row, config.quiet)
+        if state.is_main_process:
+            _write_atomic(directory / DONE_FILE, json.dumps({"round": r, "step": step}))
+        state.wait_for_everyone()
+    return _finish(config, prep, model, final_dir, row)
+
+
+def _initial_heldout(log_path: Path) -> list[str] | None:
+    path = round_dir(log_path, 0) / HELDOUT_FILE
+    if not path.is_file():
+        return None
+    return [json.loads(line)["completion"] for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def _finish(
+    config: Any, prep: Any, model: Any, final_dir: Path, last_row: Mapping[str, Any]
+) -> dict[str, float]:
+    """``final_dir`` (the last policy, its tokenizer and model card) and the Hub push; the last metrics."""
+    import shutil
+
+    from accelerate import PartialState
+
+    from hf_dpo.run.model_card import write_model_card
+
+    metrics = {k: v for k, v in last_row.items() if isinstance(v, (int, float))}
+    state = PartialState()
+    if state.is_main_process:
+        staging = final_dir.with_name(f".{final_dir.name}-staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging))
+        prep.tokenizer.save_pretrained(str(staging))
+        write_model_card(staging, config, metrics, {}, adapter=config.peft is not None)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(staging, final_dir)
+        if config.push_to_hub:
+            from hf_dpo.run.hub import push_run
+
+            push_run(final_dir, None, config)
+    state.wait_for_everyone()
+    return metrics

@@ -1,0 +1,121 @@
+"""Sampling groups of completions from the policy, with ``hf_dpo.eval``'s batched, left-padded ``generate``
+(or vLLM), sharded over processes so that the gathered groups equal one process's.
+
+The prompts are cut into fixed batches of ``batch_size`` prompts; batch ``b`` is generated with the seed
+``seed_for(seed, round, b)`` by process ``b % world_size``, and the batches are gathered back in order. The
+result depends on neither the number of processes nor which process ran a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hf_dpo.eval.generation import DecodingConfig, Generation, generate
+
+
+@dataclass
+class SampledGroups:
+    """One list of ``num_generations`` completions per prompt, and the generation wall time (seconds)."""
+
+    groups: list[list[Generation]]
+    seconds: float
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(g.num_tokens for group in self.groups for g in group)
+
+
+def seed_for(seed: int, round_number: int, batch: int) -> int:
+    """The sampling seed of one generation batch (distinct for every run seed, round and batch)."""
+    return (seed * 1_000_003 + round_number * 10_007 + batch) % (2**63)
+
+
+def _gather(
+    local: dict[int, list[list[Generation]]], num_processes: int
+) -> dict[int, list[list[Generation]]]:
+    if num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    merged: dict[int, list[list[Generation]]] = {}
+    for part in gather_object([local]):
+        merged.update(part)
+    return merged
+
+
+@torch.no_grad()
+def sample_groups(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    num_generations: int,
+    decoding: DecodingConfig,
+    batch_size: int,
+    round_number: int,
+    backend: str = "hf",
+) -> SampledGroups:
+    """``num_generations`` completions of each prompt (``decoding.seed`` is the run seed)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    batches = [
+        list(range(s, min(s + batch_size, len(prompt_ids)))) for s in range(0, len(prompt_ids), batch_size)
+    ]
+    local: dict[int, list[list[Generation]]] = {}
+    try:
+        for b in range(state.process_index, len(batches), state.num_processes):
+            ids = [prompt_ids[i] for i in batches[b]]
+            batch_decoding = dataclasses.replace(decoding, seed=seed_for(decoding.seed, round_number, b))
+            if backend == "vllm":
+                local[b] = _vllm_groups(model, tokenizer, ids, num_generations, batch_decoding)
+            else:
+                flat = generate(
+                    model,
+                    tokenizer,
+                    [p for p in ids for _ in range(num_generations)],
+                    batch_decoding,
+                    batch_size=len(ids) * num_generations,
+                )
+                local[b] = [flat[k : k + num_generations] for k in range(0, len(flat), num_generations)]
+    finally:
+        model.train(was_training)
+    merged = _gather(local, state.num_processes)
+    groups = [group for b in range(len(batches)) for group in merged[b]]
+    return SampledGroups(groups, time.perf_counter() - started)
+
+
+def _vllm_groups(
+    model: torch.nn.Module, tokenizer: Any, prompt_ids: list[Sequence[int]], n: int, decoding: DecodingConfig
+) -> list[list[Generation]]:
+    """vLLM sampling from the current weights (saved to a temporary directory and loaded by a vLLM engine;
+    full models only)."""
+    import tempfile
+
+    from vllm import LLM, SamplingParams  # checked at config time: generation_backend=vllm needs vllm
+
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        engine = LLM(model=directory, seed=decoding.seed, gpu_memory_utilization=0.3)
+        params = SamplingParams(
+            n=n,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            max_tokens=decoding.max_new_tokens,
+            seed=decoding.seed,
+        )
+        outputs = engine.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params)
+        del engine
+    return [
+        [Generation(o.text, len(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
+        for out in outputs
+    ]
