@@ -24,6 +24,7 @@ def test_the_expected_configs_exist():
         "hhh.yaml",
         "helpsteer3.yaml",
         "ultrafeedback.yaml",
+        "arithmetic_on_policy.yaml",
     }
     assert {p.name for p in ACCELERATE_CONFIGS} == {
         "single_gpu.yaml",
