@@ -360,3 +360,36 @@ def test_sharded_generation_equals_one_process(tmp_path):
     assert outputs[2]["groups"] == outputs[1]["groups"]
     assert len(outputs[1]["groups"]) == 5 and all(len(g) == 3 for g in outputs[1]["groups"])
     assert len({t for g in outputs[1]["groups"] for t in g}) > 3  # samples, not one greedy text repeated
+
+
+def test_pairwise_heldout_before_training_is_one_half_without_judging(tmp_path):
+    from hf_dpo.eval.generation import Generation
+    from hf_dpo.on_policy.prompts import PromptSet
+    from hf_dpo.on_policy.rounds import OnPolicySetup, heldout_metrics
+    from hf_dpo.on_policy.sampling import SampledGroups
+
+    calls = []
+
+    @register_pairwise_judge("test_counting")
+    def counting(prompt, a, b):
+        calls.append((a, b))
+        return 1.0
+
+    setup = OnPolicySetup(
+        OnPolicyOptions(judge="test_counting", judge_type="pairwise"),
+        PromptSet(),
+        PromptSet(["p", "q"], [[1], [2]], [{}, {}]),
+        make_judge("test_counting", "pairwise"),
+    )
+    fake = SampledGroups([[Generation("x", 1, True)], [Generation("y", 1, True)]], 0.0)
+    import hf_dpo.on_policy.rounds as rounds
+
+    original = rounds.sample_groups
+    rounds.sample_groups = lambda *a, **k: fake
+    try:
+        before, texts = heldout_metrics(None, None, setup, tmp_path / "round-0", None)
+        after, _ = heldout_metrics(None, None, setup, tmp_path / "round-1", ["x0", "y0"])
+    finally:
+        rounds.sample_groups = original
+    assert before["heldout/win_rate_vs_initial"] == 0.5 and calls == [("x", "x0"), ("y", "y0")]
+    assert after["heldout/win_rate_vs_initial"] == 1.0 and texts == ["x", "y"]

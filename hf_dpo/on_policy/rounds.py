@@ -253,11 +253,9 @@ def heldout_metrics(
     texts = [group[0].text for group in sampled.groups]
     indices = list(range(len(heldout)))
     judge = setup.judge
-    if judge.kind == "pairwise" and initial is not None:
-        scores = [
-            judge.prefer(i, p, t, t0)
-            for i, p, t, t0 in zip(indices, heldout.prompts, texts, initial, strict=True)
-        ]
+    if judge.kind == "pairwise":  # before training the policy is the initial model: a win rate of 1/2
+        pairs = zip(indices, heldout.prompts, texts, initial or texts, strict=True)
+        scores = [judge.prefer(i, p, t, t0) if initial else 0.5 for i, p, t, t0 in pairs]
         key = "heldout/win_rate_vs_initial"
     else:
         scores = [s[0] for s in judge.score(indices, heldout.prompts, [[t] for t in texts], heldout.rows)]
