@@ -89,6 +89,14 @@ class DPOConfig(TrainingArguments):
             "help": "keep_start: cut completions' ends to fit max_length; keep_end: cut the prompt's start."
         },
     )
+    assistant_only_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Score only the tokens the assistant wrote: tool turns inside a tool-calling completion "
+            "(tool outputs and the generation prompt after them) are fed to the model but left out of the "
+            "log-probs. False (TRL's behaviour) scores every completion token."
+        },
+    )
     padding_free: bool = field(
         default=False, metadata={"help": "True: a padding-free batch_layout ('packed' under 'auto')."}
     )

@@ -29,6 +29,7 @@ from hf_dpo.run.checkpoints import staged_checkpoint
 from hf_dpo.run.launch import distributed_mismatch
 from hf_dpo.scoring import Objective, score_batch
 from hf_dpo.tokens.tokenization import (
+    MASK_COLUMNS,
     REF_COLUMNS,
     TOKEN_COLUMNS,
     select_renderer,
@@ -214,6 +215,7 @@ class DPOTrainer(Trainer):
                 args.max_prompt_length,
                 split,
                 args.truncation_mode,
+                args.assistant_only_loss,
             )
         if set(TOKEN_COLUMNS) <= set(dataset.column_names):
             return dataset
@@ -230,6 +232,7 @@ class DPOTrainer(Trainer):
                 args.dataset_num_proc,
                 split,
                 args.truncation_mode,
+                args.assistant_only_loss,
             )
         return tokenized
 
@@ -237,7 +240,7 @@ class DPOTrainer(Trainer):
         """The columns ``remove_unused_columns=True`` keeps: the collator's (token ids and precomputed
         reference log-probs), not the model's forward arguments, so TRL's setting is harmless."""
         if self._signature_columns is None:
-            self._signature_columns = [*TOKEN_COLUMNS, *REF_COLUMNS]
+            self._signature_columns = [*TOKEN_COLUMNS, *MASK_COLUMNS, *REF_COLUMNS]
 
     def get_train_dataloader(self) -> Any:
         if self.train_dataset is None:

@@ -362,3 +362,34 @@ def test_policy_and_reference_with_different_mask_forms_each_decide() -> None:
                 rtol=0,
                 atol=1e-5,
             )
+
+
+@pytest.mark.parametrize(("name", "row_tokens"), [("padded", None), *VARIANTS])
+def test_loss_masks_leave_tokens_out_of_every_layout(name: str, row_tokens) -> None:
+    """assistant_only_loss masks: the masked tokens are still fed (they change later log-probs) but neither
+    scored nor counted; each layout equals the independent per-token sum over the unmasked positions."""
+    model = tiny_llama()
+    pairs = random_pairs(PAIR_LENGTHS)
+    g = torch.Generator().manual_seed(3)
+    for pair in pairs:
+        for key in ("chosen", "rejected"):
+            mask = torch.randint(0, 2, (len(pair[f"{key}_ids"]),), generator=g).tolist()
+            mask[-1] = 1
+            pair[f"{key}_loss_mask"] = mask
+    expected, counts = [], []
+    for key in ("chosen", "rejected"):
+        for pair in pairs:
+            prompt, completion = pair["prompt_ids"], pair[f"{key}_ids"]
+            logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+            token_logps = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(completion)[:, None])
+            mask = torch.tensor(pair[f"{key}_loss_mask"], dtype=torch.bool)
+            expected.append(token_logps[:, 0][mask].sum())
+            counts.append(int(mask.sum()))
+    options = {} if row_tokens is None else {"row_tokens": row_tokens}
+    with torch.no_grad():
+        out = sequence_logps(model, get_layout(name, 0, **options)(pairs))
+    torch.testing.assert_close(sequence_values(out), torch.stack(expected).detach(), atol=1e-5, rtol=1e-5)
+    assert torch.cat([out.chosen_num_tokens, out.rejected_num_tokens]).tolist() == counts
+    pairs[2]["rejected_loss_mask"] = pairs[2]["rejected_loss_mask"][:-1]
+    with pytest.raises(ValueError, match="pair 2 of the batch: rejected_loss_mask has 1 entries for 2"):
+        get_layout(name, 0, **options)(pairs)

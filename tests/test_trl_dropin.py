@@ -281,6 +281,16 @@ def _call(name: str, args: str) -> dict:
     return {"type": "function", "function": {"name": name, "arguments": args}}
 
 
+def _tool_conversation() -> tuple[dict, list[dict]]:
+    """A user question and a chosen completion that calls a tool: assistant(call) -> tool -> assistant."""
+    chosen = [
+        {"role": "assistant", "tool_calls": [_call("add", "1,2")]},
+        {"role": "tool", "name": "add", "content": "3"},
+        {"role": "assistant", "content": "3"},
+    ]
+    return {"role": "user", "content": "1+2?"}, chosen
+
+
 def test_tool_calling_rows_render_tools_and_template_kwargs(tmp_path, char_tokenizer):
     char_tokenizer.chat_template = TOOL_TEMPLATE
     user = {"role": "user", "content": "1+2?"}
@@ -364,12 +374,7 @@ def test_tool_turns_inside_completions_are_rendered_and_trained_on(tmp_path, cha
     """chosen = assistant(tool call) -> tool -> assistant: the completion is everything after the prompt's
     generation header, tool output included (as TRL), and prompt ids + completion ids = the full rendering."""
     char_tokenizer.chat_template = TOOL_TEMPLATE
-    user = {"role": "user", "content": "1+2?"}
-    chosen = [
-        {"role": "assistant", "tool_calls": [_call("add", "1,2")]},
-        {"role": "tool", "name": "add", "content": "3"},
-        {"role": "assistant", "content": "3"},
-    ]
+    user, chosen = _tool_conversation()
     rows = [{"prompt": [user], "chosen": chosen, "rejected": [{"role": "assistant", "content": "4"}]}] * 4
     renderer = get_renderer(None, char_tokenizer)
     pair = tokenize_row({**rows[0], "tools": TOOLS}, 0, char_tokenizer, renderer, None, None)
@@ -400,3 +405,53 @@ def test_tool_turns_inside_completions_are_rendered_and_trained_on(tmp_path, cha
 def test_missing_train_dataset_fails_at_construction(tmp_path, char_tokenizer):
     with pytest.raises(ValueError, match="`train_dataset` is required.*eval_dataset=.*evaluate"):
         DPOTrainer(make_tiny_llama(len(char_tokenizer)), config(tmp_path), processing_class=char_tokenizer)
+
+
+def test_assistant_only_loss_leaves_tool_turns_out_of_the_loss(tmp_path, char_tokenizer):
+    """assistant_only_loss=True: the tool turn and the generation prompt after it are masked (fed, not
+    scored), truncation cuts the mask with the ids, and the trainer's eval log-probs equal the masked sum of
+    an independent forward; off (the default) every completion token is scored."""
+    char_tokenizer.chat_template = TOOL_TEMPLATE
+    user, chosen = _tool_conversation()
+    row = {"prompt": [user], "chosen": chosen, "rejected": [{"role": "assistant", "content": "4"}]}
+    renderer = get_renderer(None, char_tokenizer)
+    pair = tokenize_row(row, 0, char_tokenizer, renderer, None, None, assistant_only_loss=True)
+    tokens = char_tokenizer.convert_ids_to_tokens(pair["chosen_ids"])
+    scored = "".join(t for t, m in zip(tokens, pair["chosen_loss_mask"], strict=True) if m)
+    unscored = "".join(t for t, m in zip(tokens, pair["chosen_loss_mask"], strict=True) if not m)
+    assert (scored, unscored) == ("<call>add(1,2)</call></s>\n3</s>", "<tool>3</s>\n<assistant>")
+    assert pair["rejected_loss_mask"] == [1] * len(pair["rejected_ids"])
+    assert "chosen_loss_mask" not in tokenize_row(row, 0, char_tokenizer, renderer, None, None)
+    prompt_len = len(pair["prompt_ids"])
+    # keep_end shortens the prompt first (to one token here), then keeps the completion's last tokens.
+    for mode, limit, kept in (
+        ("keep_start", prompt_len + 30, slice(0, 30)),
+        ("keep_end", 31, slice(-30, None)),
+    ):
+        cut = tokenize_row(row, 0, char_tokenizer, renderer, limit, None, mode, True)
+        assert len(cut["chosen_ids"]) == len(cut["chosen_loss_mask"]) == 30
+        assert cut["chosen_loss_mask"] == pair["chosen_loss_mask"][kept]
+
+    model = make_tiny_llama(len(char_tokenizer))
+    ids = torch.tensor([pair["prompt_ids"] + pair["chosen_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, prompt_len - 1 : -1]
+    token_logps = torch.log_softmax(logits, -1).gather(-1, torch.tensor(pair["chosen_ids"])[:, None])[:, 0]
+    mask = torch.tensor(pair["chosen_loss_mask"], dtype=torch.bool)
+    for only, expected in ((True, token_logps[mask].sum()), (False, token_logps.sum())):
+        trainer = DPOTrainer(
+            model,
+            args=config(tmp_path, max_length=200, assistant_only_loss=only),
+            train_dataset=Dataset.from_list([row] * 4),
+            eval_dataset=Dataset.from_list([row] * 4),
+            processing_class=char_tokenizer,
+        )
+        assert ("chosen_loss_mask" in trainer.eval_dataset.column_names) is only
+        metrics = trainer.evaluate()
+        assert metrics["eval_logps/chosen"] == pytest.approx(float(expected), abs=1e-4)
+        if only:  # the masked tool tokens stay fed and the assistant's tokens train
+            before = [p.detach().clone() for p in model.parameters()]
+            assert torch.isfinite(torch.tensor(trainer.train().training_loss))
+            changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+            assert changed
+            model = make_tiny_llama(len(char_tokenizer))  # fresh weights for the unmasked comparison

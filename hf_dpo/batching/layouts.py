@@ -57,6 +57,7 @@ from hf_dpo.batching.attention import (
     layout_support,
 )
 from hf_dpo.registry import Registry
+from hf_dpo.tokens.tokenization import MASK_COLUMNS
 
 __all__ = [
     "MODEL_INPUT_KEYS",
@@ -123,9 +124,17 @@ class BatchLayout(abc.ABC):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.mask_form: MaskForm | None = None if self.custom_mask else MaskForm.NONE
 
-    @abc.abstractmethod
     def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
-        """Collate ``pairs`` (each with ``prompt_ids``, ``chosen_ids``, ``rejected_ids``)."""
+        """Collate ``pairs`` (each with ``prompt_ids``, ``chosen_ids``, ``rejected_ids``, and optionally the
+        ``MASK_COLUMNS`` of ``assistant_only_loss``: completion tokens marked 0 are fed but not scored)."""
+        batch = self._collate(pairs)
+        if pairs and MASK_COLUMNS[0] in pairs[0]:
+            _drop_unscored_targets(batch, pairs)
+        return batch
+
+    @abc.abstractmethod
+    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
+        """The layout's batch, every completion token a target."""
 
     def _round_up(self, n: int) -> int:
         m = self.pad_to_multiple_of
@@ -137,7 +146,7 @@ class PaddedLayout(BatchLayout):
 
     name = "padded"
 
-    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
+    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         num_pairs = len(pairs)
         rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
@@ -164,6 +173,28 @@ class PaddedLayout(BatchLayout):
             "num_pairs": num_pairs,
             "num_tokens": int(attention_mask.sum()),
         }
+
+
+def _drop_unscored_targets(batch: PairBatch, pairs: Sequence[Pair]) -> None:
+    """Remove the targets whose loss-mask entry is 0. Every layout lists a sequence's targets in completion
+    order, so the k-th target of sequence s is completion token k of s."""
+    masks = [p[MASK_COLUMNS[0]] for p in pairs] + [p[MASK_COLUMNS[1]] for p in pairs]
+    completions = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]
+    for s, (mask, ids) in enumerate(zip(masks, completions, strict=True)):
+        if len(mask) != len(ids):
+            raise ValueError(
+                f"pair {s % len(pairs)} of the batch: {MASK_COLUMNS[s // len(pairs)]} has {len(mask)} "
+                f"entries for {len(ids)} completion tokens; tokenize with assistant_only_loss so both are "
+                "cut alike"
+            )
+    seen = [0] * len(masks)
+    keep = []
+    for s in batch["target_seq"].tolist():
+        keep.append(bool(masks[s][seen[s]]))
+        seen[s] += 1
+    kept = torch.tensor(keep, dtype=torch.bool)
+    for key in ("target_index", "target_ids", "target_seq"):
+        batch[key] = batch[key][kept]
 
 
 def _assign_rows(lengths: Sequence[int], row_tokens: str | int) -> list[list[int]]:
@@ -222,7 +253,7 @@ class PackedLayout(_RowPackingLayout):
 
     name = "packed"
 
-    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
+    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         seqs = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
             (p["prompt_ids"], p["rejected_ids"]) for p in pairs
@@ -272,7 +303,7 @@ class PrefixSharedLayout(_RowPackingLayout):
     name = "prefix_shared"
     custom_mask = True
 
-    def __call__(self, pairs: Sequence[Pair]) -> PairBatch:
+    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
         num_pairs = len(pairs)
         lengths = [len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]

@@ -87,6 +87,7 @@ def evaluate_preference(
     max_length: int | None = dpo_default("max_length"),
     max_prompt_length: int | None = dpo_default("max_prompt_length"),
     truncation_mode: str = dpo_default("truncation_mode"),
+    assistant_only_loss: bool = False,
     batch_size: int = 8,
     bootstrap_samples: int = 1000,
     confidence: float = 0.95,
@@ -104,7 +105,15 @@ def evaluate_preference(
     if objective is None:
         objective = Objective(LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing))
     tokenized, skips = tokenize_dataset(
-        dataset, pair.tokenizer, renderer, max_length, max_prompt_length, None, "eval", truncation_mode
+        dataset,
+        pair.tokenizer,
+        renderer,
+        max_length,
+        max_prompt_length,
+        None,
+        "eval",
+        truncation_mode,
+        assistant_only_loss,
     )
     out, logps = score_pairs(pair, tokenized, objective, batch_size, show_progress)
     values = preference_values(out, logps)

@@ -102,6 +102,7 @@ def _preference(
         max_length=_setting(config, run, "max_length", dpo_default("max_length")),
         max_prompt_length=_setting(config, run, "max_prompt_length", dpo_default("max_prompt_length")),
         truncation_mode=run.get("truncation_mode") or dpo_default("truncation_mode"),
+        assistant_only_loss=bool(run.get("assistant_only_loss", False)),
         batch_size=config.batch_size,
         bootstrap_samples=config.bootstrap_samples,
         confidence=config.confidence,

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from hf_dpo.modeling.forward import ChosenRejectedLogps
 from hf_dpo.reference.policies import PrecomputedReference
 from hf_dpo.scoring import prepare_batch, reference_logps
-from hf_dpo.tokens.tokenization import REF_COLUMNS, TOKEN_COLUMNS
+from hf_dpo.tokens.tokenization import MASK_COLUMNS, REF_COLUMNS, TOKEN_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
 
@@ -49,15 +49,16 @@ def default_cache_dir() -> str:
 
 
 def data_fingerprint(dataset: Dataset) -> str:
-    """sha256 of the token columns (lengths and ids of every row, in order)."""
+    """sha256 of the token columns and any loss masks (lengths and values of every row, in order)."""
     missing = [c for c in TOKEN_COLUMNS if c not in dataset.column_names]
     if missing:
         raise ValueError(
             f"cannot precompute reference log-probs: the dataset lacks the token columns {missing}"
         )
     hasher = hashlib.sha256(f"rows={len(dataset)}".encode())
-    for table in dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow").iter(batch_size=10_000):
-        for column in TOKEN_COLUMNS:
+    columns = [*TOKEN_COLUMNS, *(c for c in MASK_COLUMNS if c in dataset.column_names)]
+    for table in dataset.select_columns(columns).with_format("arrow").iter(batch_size=10_000):
+        for column in columns:
             values = table[column]
             hasher.update(
                 np.asarray(pc.list_value_length(values).to_numpy(zero_copy_only=False), np.int64).tobytes()

@@ -289,6 +289,40 @@ class ChatTemplateRenderer(Renderer):
         )
         return full[start:]
 
+    def assistant_mask(
+        self,
+        messages: list[Message],
+        replies: list[Message],
+        completion_ids: list[int],
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
+        """1 for each of ``completion_ids`` (``encode_completion(messages, replies)``) the assistant wrote, 0
+        for the tokens of ``tool`` turns and the generation prompt that follows them (the harness, not the
+        model, writes both). Turn boundaries come from rendering the conversation turn by turn; a template
+        whose partial renderings are not token prefixes of the whole is a ``ValueError``."""
+        kwargs = dict(template_kwargs or {})
+        prompt_ids = self._prompt_ids(self.cached_prompt_text(messages, kwargs))
+
+        def boundary(turns: int, generation_prompt: bool) -> int:
+            text = self._render([*messages, *replies[:turns]], generation_prompt, **kwargs)
+            ids = self._with_bos(self._encode(text))[len(prompt_ids) :]
+            if completion_ids[: len(ids)] != ids:
+                raise ValueError(
+                    f"cannot find where turn {turns} of the completion ends: the chat template's rendering "
+                    "up to that turn is not a token prefix of the whole conversation's, so tool tokens "
+                    "cannot be told from assistant tokens; set assistant_only_loss=False to train on all "
+                    "completion tokens"
+                )
+            return len(ids)
+
+        mask = [1] * len(completion_ids)
+        for k, turn in enumerate(replies):
+            if turn["role"] == "tool":
+                start = boundary(k, False)
+                end = boundary(k + 1, replies[k + 1]["role"] == "assistant")
+                mask[start:end] = [0] * (end - start)
+        return mask
+
 
 @register_renderer("role_colon")
 class RoleColonRenderer(Renderer):

@@ -46,6 +46,8 @@ logger = logging.getLogger("hf_dpo")
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # precomputed reference log-probs, per pair
+# With assistant_only_loss: 1 per completion token the assistant wrote, 0 for tool-turn tokens (not scored).
+MASK_COLUMNS = ("chosen_loss_mask", "rejected_loss_mask")
 IMAGE_COLUMNS = ("image", "images")
 
 
@@ -246,13 +248,17 @@ def tokenize_row(
     max_length: int | None,
     max_prompt_length: int | None,
     truncation_mode: str = "keep_start",
+    assistant_only_loss: bool = False,
 ) -> dict[str, list[int]] | str:
     """Token ids of one pair after truncation, or the skip reason (see module docstring).
 
     ``renderer`` (``hf_dpo.tokens.renderers.Renderer``, see ``select_renderer``) renders conversations;
-    with None, rows must be text.
+    with None, rows must be text. ``assistant_only_loss``: also return ``MASK_COLUMNS``, 0 on the tokens of
+    tool turns inside a completion (and the generation prompt after them), so the loss skips them; a pair
+    left with no assistant token in a completion is skipped with reason ``no_assistant_tokens``.
     """
     prompt_ids, chosen_ids, rejected_ids = _encode_row(row, index, tokenizer, renderer)
+    masks = _assistant_masks(row, index, renderer, chosen_ids, rejected_ids) if assistant_only_loss else None
     if not prompt_ids:
         raise _row_error(
             index,
@@ -268,11 +274,36 @@ def tokenize_row(
     prompt_ids, chosen_ids, rejected_ids = truncated
     if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
         return "chosen_equals_rejected"
-    return {
+    pair = {
         "prompt_ids": list(prompt_ids),
         "chosen_ids": list(chosen_ids),
         "rejected_ids": list(rejected_ids),
     }
+    if masks is not None:
+        kept = (len(chosen_ids), len(rejected_ids))
+        cut = lambda m, n: m[len(m) - n :] if truncation_mode == "keep_end" else m[:n]  # noqa: E731
+        masks = [cut(m, n) for m, n in zip(masks, kept, strict=True)]
+        if not all(any(m) for m in masks):
+            return "no_assistant_tokens"
+        pair.update(zip(MASK_COLUMNS, masks, strict=True))
+    return pair
+
+
+def _assistant_masks(
+    row: Mapping[str, Any], index: int, renderer: Any | None, chosen_ids: list[int], rejected_ids: list[int]
+) -> list[list[int]]:
+    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns."""
+    prompt, chosen, rejected = split_row(row, index)
+    masks = []
+    for field, reply, ids in (("chosen", chosen, chosen_ids), ("rejected", rejected, rejected_ids)):
+        if not isinstance(reply, list):
+            masks.append([1] * len(ids))
+            continue
+        try:
+            masks.append(renderer.assistant_mask(prompt, reply, ids, template_kwargs_of(row, index)))
+        except ValueError as err:
+            raise ValueError(f"row {index}, field {field!r}: {err}") from err
+    return masks
 
 
 def _encode_row(
@@ -345,6 +376,7 @@ def tokenize_dataset(
     num_proc: int | None = None,
     split_name: str = "train",
     truncation_mode: str = "keep_start",
+    assistant_only_loss: bool = False,
 ) -> tuple[Dataset, Counter[str]]:
     """Tokenize every row (batched, cached by ``datasets`` fingerprint), drop and count skipped pairs.
 
@@ -353,7 +385,9 @@ def tokenize_dataset(
     """
     check_text_only(dataset.column_names, split_name)
     keep = [c for c in REF_COLUMNS if c in dataset.column_names]
-    encode_batch = _batch_encoder(tokenizer, renderer, max_length, max_prompt_length, truncation_mode)
+    encode_batch = _batch_encoder(
+        tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss
+    )
     removed = [c for c in dataset.column_names if c not in keep]
     tokenized = dataset.map(
         encode_batch,
@@ -385,18 +419,28 @@ def _batch_encoder(
     max_length: int | None,
     max_prompt_length: int | None,
     truncation_mode: str = "keep_start",
+    assistant_only_loss: bool = False,
 ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-    """A batched ``datasets.map`` function: rows -> ``TOKEN_COLUMNS`` plus ``skip_reason`` ("" if kept)."""
+    """A batched ``datasets.map`` function: rows -> ``TOKEN_COLUMNS`` (and ``MASK_COLUMNS`` with
+    ``assistant_only_loss``) plus ``skip_reason`` ("" if kept)."""
 
     def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {c: [] for c in (*TOKEN_COLUMNS, "skip_reason")}
+        columns = (*TOKEN_COLUMNS, *MASK_COLUMNS) if assistant_only_loss else TOKEN_COLUMNS
+        out: dict[str, list] = {c: [] for c in (*columns, "skip_reason")}
         for j, index in enumerate(indices):
             row = {k: v[j] for k, v in batch.items()}
             result = tokenize_row(
-                row, index, tokenizer, renderer, max_length, max_prompt_length, truncation_mode
+                row,
+                index,
+                tokenizer,
+                renderer,
+                max_length,
+                max_prompt_length,
+                truncation_mode,
+                assistant_only_loss,
             )
             skipped = isinstance(result, str)
-            for column in TOKEN_COLUMNS:
+            for column in columns:
                 out[column].append([] if skipped else result[column])
             out["skip_reason"].append(result if skipped else "")
         return out
@@ -412,6 +456,7 @@ def tokenize_iterable(
     max_prompt_length: int | None,
     split_name: str = "train",
     truncation_mode: str = "keep_start",
+    assistant_only_loss: bool = False,
 ) -> IterableDataset:
     """``tokenize_dataset`` for a streaming ``IterableDataset``: the same rows become the same ids, lazily, as
     the trainer iterates. Skipped pairs are dropped as they stream by; the first skip of each reason is logged
@@ -433,7 +478,9 @@ def tokenize_iterable(
             )
         return not reason
 
-    encode_batch = _batch_encoder(tokenizer, renderer, max_length, max_prompt_length, truncation_mode)
+    encode_batch = _batch_encoder(
+        tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss
+    )
     removed = [c for c in columns if c not in REF_COLUMNS]
     tokenized = dataset.map(encode_batch, with_indices=True, batched=True, remove_columns=removed)
     return tokenized.filter(keep, input_columns="skip_reason").remove_columns("skip_reason")
