@@ -40,6 +40,18 @@ from hf_dpo.tokens.tokenization import (
 logger = logging.getLogger("hf_dpo")
 
 
+def _warn_if_unmasked(columns: Any, args: DPOConfig, split: str) -> None:
+    """An already-tokenized dataset keeps its own columns: say so when assistant_only_loss finds no masks."""
+    if args.assistant_only_loss and not set(MASK_COLUMNS) <= set(columns):
+        logger.warning(
+            "hf_dpo: the %s dataset is already tokenized and has no %s columns, so assistant_only_loss "
+            "cannot apply and every completion token is scored; pass the raw rows (or tokenize with "
+            "assistant_only_loss=True) to leave tool turns out of the loss",
+            split,
+            "/".join(MASK_COLUMNS),
+        )
+
+
 class DPOTrainer(Trainer):
     """Direct Preference Optimization on top of ``transformers.Trainer``, a drop-in for ``trl.DPOTrainer``.
 
@@ -205,6 +217,7 @@ class DPOTrainer(Trainer):
         if isinstance(dataset, IterableDataset):
             first = next(iter(dataset), None)
             if first is None or set(TOKEN_COLUMNS) <= set(first):
+                _warn_if_unmasked(first or {}, args, split)
                 return dataset
             renderer = select_renderer(first, tokenizer, args.renderer_name)
             return tokenize_iterable(
@@ -218,6 +231,7 @@ class DPOTrainer(Trainer):
                 args.assistant_only_loss,
             )
         if set(TOKEN_COLUMNS) <= set(dataset.column_names):
+            _warn_if_unmasked(dataset.column_names, args, split)
             return dataset
         if len(dataset) == 0:
             raise ValueError(f"the {split} dataset is empty")

@@ -455,3 +455,18 @@ def test_assistant_only_loss_leaves_tool_turns_out_of_the_loss(tmp_path, char_to
             changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
             assert changed
             model = make_tiny_llama(len(char_tokenizer))  # fresh weights for the unmasked comparison
+
+
+def test_assistant_only_loss_on_pretokenized_rows_without_masks_warns(tmp_path, char_tokenizer, caplog):
+    char_tokenizer.chat_template = TOOL_TEMPLATE
+    user, chosen = _tool_conversation()
+    row = {"prompt": [user], "chosen": chosen, "rejected": [{"role": "assistant", "content": "4"}]}
+    ids = tokenize_row(row, 0, char_tokenizer, get_renderer(None, char_tokenizer), None, None)
+    with caplog.at_level(logging.WARNING, logger="hf_dpo"):
+        DPOTrainer(
+            make_tiny_llama(len(char_tokenizer)),
+            args=config(tmp_path, max_length=200, assistant_only_loss=True),
+            train_dataset=Dataset.from_list([ids] * 4),
+            processing_class=char_tokenizer,
+        )
+    assert "train dataset is already tokenized and has no chosen_loss_mask/rejected_loss_mask" in caplog.text

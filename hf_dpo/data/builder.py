@@ -89,11 +89,11 @@ class DatasetBuilder(abc.ABC):
     def load_source(self) -> datasets.DatasetDict:
         """``datasets.load_dataset`` on ``data_files`` (format from the extension) or ``path``."""
         if self.data_files is not None:
-            return _load_files(self.data_files)
+            return load_files(self.data_files)
         if self.path is None:
             raise ValueError(f"dataset {self.name!r} needs path=<hub id or local path> or data_files=<files>")
         if Path(self.path).is_file():
-            return _load_files(self.path)
+            return load_files(self.path)
         try:
             return datasets.load_dataset(self.path, self.config_name, data_dir=self.data_dir)
         except ConnectionError as e:  # offline, or the Hub out of reach: name the local-files override
@@ -239,7 +239,7 @@ def _check_result(result: Any) -> PreferencePair | None:
     return PreferencePair(as_messages(result.prompt, "prompt"), *replies)
 
 
-def _load_files(data_files: Any) -> datasets.DatasetDict:
+def load_files(data_files: Any) -> datasets.DatasetDict:
     """``load_dataset`` on local files; an empty, non-UTF-8 or malformed file raises ``ValueError`` naming the
     file and line (see ``hf_dpo.data.files``)."""
     files.check_files(data_files)

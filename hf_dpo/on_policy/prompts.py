@@ -85,7 +85,7 @@ def load_prompt_rows(dataset: str, options: Mapping[str, Any]) -> tuple[list[dic
 
         data = build_preference_dataset(dataset, **options)
         return list(data.train), list(data.test) if data.test is not None else []
-    from hf_dpo.data.builder import _load_files
+    from hf_dpo.data.builder import load_files
 
     unknown = set(options) - {"data_files"}
     if unknown:
@@ -95,7 +95,7 @@ def load_prompt_rows(dataset: str, options: Mapping[str, Any]) -> tuple[list[dic
             "dataset=prompts needs data_files=<file with a 'prompt' column> (or {train: <file>, test: "
             "<file>})"
         )
-    splits = _load_files(options["data_files"])
+    splits = load_files(options["data_files"])
     return list(splits["train"]) if "train" in splits else [], list(
         splits["test"]
     ) if "test" in splits else []
