@@ -217,7 +217,8 @@ class DPOTrainer(Trainer):
         if isinstance(dataset, IterableDataset):
             first = next(iter(dataset), None)
             if first is None or set(TOKEN_COLUMNS) <= set(first):
-                _warn_if_unmasked(first or {}, args, split)
+                if first is not None:
+                    _warn_if_unmasked(first, args, split)
                 return dataset
             renderer = select_renderer(first, tokenizer, args.renderer_name)
             return tokenize_iterable(

@@ -281,8 +281,8 @@ def tokenize_row(
     }
     if masks is not None:
         kept = (len(chosen_ids), len(rejected_ids))
-        cut = lambda m, n: m[len(m) - n :] if truncation_mode == "keep_end" else m[:n]  # noqa: E731
-        masks = [cut(m, n) for m, n in zip(masks, kept, strict=True)]
+        keep_end = truncation_mode == "keep_end"
+        masks = [m[len(m) - n :] if keep_end else m[:n] for m, n in zip(masks, kept, strict=True)]
         if not all(any(m) for m in masks):
             return "no_assistant_tokens"
         pair.update(zip(MASK_COLUMNS, masks, strict=True))
@@ -292,11 +292,12 @@ def tokenize_row(
 def _assistant_masks(
     row: Mapping[str, Any], index: int, renderer: Any | None, chosen_ids: list[int], rejected_ids: list[int]
 ) -> list[list[int]]:
-    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns."""
+    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns (only
+    the chat-template renderer renders those; the others refuse them while encoding)."""
     prompt, chosen, rejected = split_row(row, index)
     masks = []
     for field, reply, ids in (("chosen", chosen, chosen_ids), ("rejected", rejected, rejected_ids)):
-        if not isinstance(reply, list):
+        if not isinstance(reply, list) or all(turn.get("role") != "tool" for turn in reply):
             masks.append([1] * len(ids))
             continue
         try:
