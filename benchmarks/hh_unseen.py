@@ -13,7 +13,9 @@ is one of the three helpful subsets. Written to ``out_dir``:
 * ``unseen/harmless.test.jsonl``: ``--unseen-test-rows`` harmless-base rows that are not in the sample
   (drawn with ``random.Random(seed)``); ``unseen/harmless.train.jsonl``: the other unseen harmless rows;
 * ``recipe/train.jsonl``: the in-file training rows plus ``--extra-harmless-rows`` rows of
-  ``unseen/harmless.train.jsonl``, shuffled: a training file that never overlaps any test file.
+  ``unseen/harmless.train.jsonl``, shuffled: a training file that never overlaps any test file;
+* ``recipe/harmless_only.train.jsonl``: ``--harmless-only-rows`` harmless-base rows only (the in-file
+  training rows that are harmless-base, then ``unseen/harmless.train.jsonl``), shuffled.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ def _write(path: Path, lines: list[str]) -> None:
 
 
 def build(
-    shared: Path, harmless: Path, out_dir: Path, unseen_test_rows: int, extra_harmless_rows: int, seed: int
+    shared: Path,
+    harmless: Path,
+    out_dir: Path,
+    unseen_test_rows: int,
+    extra_harmless_rows: int,
+    seed: int,
+    harmless_only_rows: int = 600,
 ) -> dict[str, int]:
     """Write the files listed in the module docstring; return their row counts by name."""
     harmless_lines = _lines(harmless)
@@ -69,6 +77,10 @@ def build(
     recipe = files["infile/train.jsonl"] + files["unseen/harmless.train.jsonl"][:extra_harmless_rows]
     random.Random(seed).shuffle(recipe)
     files["recipe/train.jsonl"] = recipe
+    harmless_train = [line for line in files["infile/train.jsonl"] if _key(line) in harmless_keys]
+    harmless_only = (harmless_train + files["unseen/harmless.train.jsonl"])[:harmless_only_rows]
+    random.Random(seed).shuffle(harmless_only)
+    files["recipe/harmless_only.train.jsonl"] = harmless_only
     for name, lines in files.items():
         _write(out_dir / name, lines)
     return {name: len(lines) for name, lines in files.items()}
@@ -81,10 +93,17 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--unseen-test-rows", type=int, default=1000)
     parser.add_argument("--extra-harmless-rows", type=int, default=400)
+    parser.add_argument("--harmless-only-rows", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     counts = build(
-        args.shared, args.harmless, args.out_dir, args.unseen_test_rows, args.extra_harmless_rows, args.seed
+        args.shared,
+        args.harmless,
+        args.out_dir,
+        args.unseen_test_rows,
+        args.extra_harmless_rows,
+        args.seed,
+        args.harmless_only_rows,
     )
     for name, count in counts.items():
         print(f"{count:5d} rows  {args.out_dir / name}")

@@ -154,6 +154,13 @@ class DPOConfig(TrainingArguments):
     model_init_kwargs: dict[str, Any] | None = field(
         default=None, metadata={"help": "kwargs for from_pretrained when `model` is a name or path."}
     )
+    max_nonfinite_steps: int = field(
+        default=16,
+        metadata={
+            "help": "Optimizer steps in a row with a NaN/inf loss or gradient norm that are skipped (weights "
+            "not updated, counted as skipped_steps) before training stops; 0 stops at the first."
+        },
+    )
 
     def __post_init__(self) -> None:
         self._validate_dpo_fields()
@@ -173,6 +180,8 @@ class DPOConfig(TrainingArguments):
             )
         if self.rpo_alpha < 0:
             raise ValueError(f"DPOConfig.rpo_alpha must be >= 0, got {self.rpo_alpha}.")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"DPOConfig.max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}.")
         if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
             alpha = self.ref_model_mixup_alpha
             raise ValueError(f"DPOConfig.ref_model_mixup_alpha must be in (0, 1], got {alpha}.")

@@ -27,6 +27,7 @@ from hf_dpo.reference.sync import RefSyncCallback
 from hf_dpo.run import finite
 from hf_dpo.run.checkpoints import staged_checkpoint
 from hf_dpo.run.launch import distributed_mismatch
+from hf_dpo.run.master_weights import use_float32_master_weights
 from hf_dpo.scoring import Objective, score_batch
 from hf_dpo.tokens.tokenization import (
     MASK_COLUMNS,
@@ -139,7 +140,12 @@ class DPOTrainer(Trainer):
         if args.sync_ref_model:
             sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
             self.add_callback(sync)
+        self._init_step_state(args)
+
+    def _init_step_state(self, args: DPOConfig) -> None:
+        """What the steps accumulate: metric sums per split, the NaN policy's count, the log window."""
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
+        self._nonfinite = finite.NonFiniteSteps(0 if self.is_deepspeed_enabled else args.max_nonfinite_steps)
         self._log_window = _LogWindow()
         self.add_callback(self._log_window)
 
@@ -333,13 +339,25 @@ class DPOTrainer(Trainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        finite.check_loss(loss, self.state.global_step)
+        self._nonfinite.saw_loss(loss)
+        if self._nonfinite.patience == 0:  # stop at the micro-batch (DeepSpeed steps by itself: always)
+            finite.check_loss(loss, self.state.global_step)
         return loss
 
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer; float16 weights are updated through float32 master copies (``hf_dpo.run.
+        master_weights``) unless DeepSpeed or FSDP manage precision themselves."""
+        optimizer = super().create_optimizer(model)
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            use_float32_master_weights(optimizer)
+        return optimizer
+
     def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
-        """Trainer's norm of the step's gradients; a NaN/inf norm stops before the optimizer step."""
+        """Trainer's norm of the step's gradients; when it is NaN/inf the step is skipped: with no gradients,
+        ``optimizer.step()`` leaves every weight and its optimizer state as it was (``hf_dpo.run.finite``)."""
         grad_norm = super()._get_grad_norm(model, grad_norm)
-        finite.check_grad_norm(grad_norm, self.state.global_step, self.accelerator.scaler)
+        if self._nonfinite.skip(grad_norm, self.state.global_step, self.accelerator.scaler):
+            model.zero_grad(set_to_none=True)
         return grad_norm
 
     def prediction_step(
@@ -400,6 +418,8 @@ class DPOTrainer(Trainer):
             steps = max(step - self._log_window.step, 1)
             sums = self._metric_sums["train"].reduce(self._all_reduce_sum, self.accelerator.device)
             logs.update(summarize(sums, num_steps=steps, with_nll=False))
+            if self._nonfinite.skipped:
+                logs["skipped_steps"] = self._nonfinite.skipped
             if "loss" in logs:
                 logs["progress"] = step / max(self.state.max_steps, 1)
                 logs["batch_time"] = (now - self._log_window.time) / steps

@@ -136,3 +136,47 @@ def test_router_loss_off_uses_fast_layouts_with_the_padded_loss(family, char_tok
     assert abs(losses["padded"] - 0.6931) > 1e-3  # not the trivial policy == reference value
     assert losses["packed"] == pytest.approx(losses["padded"], abs=1e-5)
     assert losses["prefix_shared"] == pytest.approx(losses["padded"], abs=1e-5)
+
+
+def test_an_adapted_moe_peft_model_keeps_its_initial_expert_adapter_as_the_reference(char_tokenizer):
+    """TRL falls back to the adapter-disabled base for an already-adapted PeftModel with ``target_parameters``
+    (it assumes PEFT cannot hold a second such adapter); hf_dpo's frozen snapshot adapter works there: adding
+    it leaves the policy as it was, the reference is the initial adapted model (not the base), and it stays
+    so when the trained adapter moves."""
+    from peft import get_peft_model
+
+    from hf_dpo.reference.policies import AdapterSnapshotReference
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config("gpt_oss", len(char_tokenizer))).float().eval()
+    targets = _expert_weights(model)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=[], target_parameters=targets))
+    with torch.no_grad():  # an adapter that was trained already: lora_B away from zero
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    ids = torch.randint(3, len(char_tokenizer), (2, 10))
+
+    def logits(adapter: str | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            if adapter is None:
+                return peft_model(input_ids=ids).logits
+            peft_model.set_adapter(adapter, inference_mode=True)
+            try:
+                return peft_model(input_ids=ids).logits
+            finally:
+                peft_model.set_adapter("default")
+
+    initial = logits()
+    with peft_model.disable_adapter():
+        base = logits()
+    AdapterSnapshotReference(peft_model)
+    assert torch.allclose(logits(), initial, atol=1e-6)
+    assert torch.allclose(logits("reference"), initial, atol=1e-6)
+    assert not torch.allclose(initial, base, atol=1e-3)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B.default" in name:
+                param.add_(1.0)
+    assert not torch.allclose(logits(), initial, atol=1e-3)
+    assert torch.allclose(logits("reference"), initial, atol=1e-6)

@@ -198,6 +198,7 @@ def _base(tmp_path: Path, **on_policy) -> list[str]:
     ("override", "message"),
     [
         ({"num_generations": 1}, "num_generations must be >= 2"),
+        ({"lr_round_decay": 0}, "lr_round_decay must be in (0, 1]"),
         ({"judge": "arithmetik"}, "Did you mean 'arithmetic'"),
         ({"judge": "test_length", "judge_type": "reward_model"}, "cannot load"),
     ],
@@ -278,6 +279,17 @@ def _e2e_config(log_path: Path, **extra):
     return load_config(
         TrainConfig, [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in keys.items()]
     )
+
+
+def test_round_learning_rate_decays_by_round(tmp_path):
+    require_shared(TINY_MODEL)
+    from hf_dpo.on_policy.rounds import _round_config
+
+    config = _e2e_config(tmp_path / "run")
+    config.on_policy.lr_round_decay = 0.5
+    rates = [_round_config(config, tmp_path / f"round-{r}", r).dpo_config().learning_rate for r in (1, 2, 3)]
+    assert rates == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert config.learning_rate == 1e-3  # the run's own config is left as it was
 
 
 def _records(path: Path) -> list[dict]:

@@ -117,13 +117,25 @@ def test_bad_data_files_name_the_file_and_line(tmp_path, capsys, name, content, 
 # ---- NaN policy -------------------------------------------------------------------------------------------
 def test_a_nan_gradient_stops_before_the_update_and_no_checkpoint_is_poisoned(tmp_path, capsys):
     log = tmp_path / "run"
-    assert main(_args(log, "max_steps=4", "save_steps=1", "learning_rate=1e6")) == 1
+    assert main(_args(log, "max_steps=4", "save_steps=1", "learning_rate=1e6", "max_nonfinite_steps=0")) == 1
     err = _error(capsys)
     assert "non-finite" in err and "before the optimizer step" in err and "learning_rate" in err, err
     checkpoints = sorted(log.glob("checkpoint-*"))
     assert checkpoints and all(_all_finite(c) for c in checkpoints)  # checkpoint-1 was saved, and is sane
     assert not (log / "final").exists()
     assert len(_train_steps(log)) == len(checkpoints) < 4  # the failing step logged nothing
+
+
+def test_nan_gradient_steps_are_skipped_and_the_run_keeps_its_last_finite_weights(tmp_path):
+    """The default NaN policy: steps 2-4 have NaN gradient norms (lr 1e6), each is skipped and counted;
+    the run finishes and its final weights are step 1's."""
+    log = tmp_path / "run"
+    assert main(_args(log, "max_steps=4", "save_steps=1", "learning_rate=1e6")) == 0
+    records = read_metrics(log / "metrics.jsonl")
+    skipped = [r["skipped_steps"] for r in records if "loss" in r and "skipped_steps" in r]
+    assert skipped == [1, 2, 3]
+    first, final = (load_file(p / "model.safetensors") for p in (log / "checkpoint-1", log / "final"))
+    assert all(torch.equal(first[k], final[k]) and torch.isfinite(final[k]).all() for k in first)
 
 
 def test_weights_that_are_not_finite_are_never_saved(tmp_path):

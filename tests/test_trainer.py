@@ -185,18 +185,37 @@ def test_model_given_as_a_local_path(tmp_path, char_tokenizer):
     assert trainer.processing_class.eos_token == "</s>"
 
 
-def test_non_finite_loss_stops_training_before_the_update(tmp_path, char_tokenizer):
+@pytest.mark.parametrize("patience", [0, 2])
+def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, char_tokenizer, patience):
+    """Every step's loss is NaN: each of the first ``max_nonfinite_steps`` is skipped (no weight moves), the
+    next one stops training with the count in the message."""
     model = make_tiny_llama(len(char_tokenizer), seed=11)
     trainer = DPOTrainer(
         model,
-        args=config(tmp_path, max_steps=2),
+        args=config(tmp_path, max_steps=5, max_nonfinite_steps=patience),
         processing_class=char_tokenizer,
         train_dataset=copy_task(16, seed=1),
     )
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="non-finite DPO loss"):
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "norm" not in n}
+    match = "non-finite DPO loss" if patience == 0 else f"{patience + 1} optimizer step\\(s\\) in a row"
+    with pytest.raises(FloatingPointError, match=match):
         trainer.train()
+    assert trainer.state.global_step == patience
+    for name, value in before.items():
+        assert torch.equal(value, model.get_parameter(name)), name
+
+
+def test_nonfinite_steps_count_resets_on_a_finite_step():
+    from hf_dpo.run.finite import NonFiniteSteps
+
+    guard = NonFiniteSteps(patience=1)
+    nan, ok = torch.tensor(float("nan")), torch.tensor(1.0)
+    assert guard.skip(nan, 0, None) and not guard.skip(ok, 1, None) and guard.skip(nan, 2, None)
+    assert guard.skipped == 2 and not guard.skip(nan, 3, scaler=object())  # the fp16 scaler skips by itself
+    with pytest.raises(FloatingPointError, match="at step 5, 2 optimizer step"):
+        guard.skip(float("inf"), 4, None)
 
 
 def test_bad_rows_fail_at_construction_with_row_and_field(tmp_path, char_tokenizer):

@@ -104,9 +104,10 @@ def clear_dequantized_markers(model: PreTrainedModel) -> None:
 
 
 def warn_if_low_precision_training(model: torch.nn.Module, has_fp32_master: bool = False) -> bool:
-    """Log one warning when trainable parameters are bf16/fp16 with no fp32 master copy (the optimizer would
-    update them in half precision, where small updates round to nothing). Returns True if it warned."""
-    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype in _HALF})
+    """Log one warning when trainable parameters are bf16 with no fp32 master copy (the optimizer updates
+    them in bf16, where small updates round to nothing; fp16 weights get a float32 master copy from
+    ``DPOTrainer.create_optimizer``). Returns True if it warned."""
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16})
     if not low or has_fp32_master:
         return False
     logger.warning(
@@ -116,9 +117,6 @@ def warn_if_low_precision_training(model: torch.nn.Module, has_fp32_master: bool
         "/".join(s.removeprefix("torch.") for s in low),
     )
     return True
-
-
-_HALF = (torch.bfloat16, torch.float16)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

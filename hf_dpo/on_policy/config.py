@@ -25,6 +25,7 @@ class OnPolicyOptions:
     prompts_per_round: int = 64
     num_generations: int = 4
     steps_per_round: int | None = None
+    lr_round_decay: float = 1.0  # round r trains at learning_rate * lr_round_decay ** (r - 1)
     judge: str = "arithmetic"
     judge_type: str = "verifier"
     judge_device: str | None = None  # reward models: cpu, cuda, ... (None: the policy's device)
@@ -53,6 +54,8 @@ class OnPolicyOptions:
             raise ValueError(
                 f"on_policy.steps_per_round must be >= 1 or None (one pass), got {self.steps_per_round}"
             )
+        if not 0 < self.lr_round_decay <= 1:
+            raise ValueError(f"on_policy.lr_round_decay must be in (0, 1], got {self.lr_round_decay}")
         if self.eval_prompts < 0:
             raise ValueError(f"on_policy.eval_prompts must be >= 0, got {self.eval_prompts}")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:

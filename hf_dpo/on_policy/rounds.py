@@ -283,12 +283,14 @@ def _load_policy(model: Any, directory: Path, adapter: bool, init_kwargs: Mappin
     return load_causal_lm(str(directory), **init_kwargs)
 
 
-def _round_config(config: Any, directory: Path) -> Any:
-    """The run's config for one round's DPO training: output in ``directory``, no in-round evaluation,
-    ``steps_per_round`` steps (None: one pass over the round's pairs)."""
+def _round_config(config: Any, directory: Path, round_number: int) -> Any:
+    """The run's config for round ``round_number``'s DPO training: output in ``directory``, no in-round
+    evaluation, ``steps_per_round`` steps (None: one pass over the round's pairs), at
+    ``learning_rate · lr_round_decay^(round_number − 1)``."""
     steps = config.on_policy.steps_per_round
     round_config = copy.copy(config)
     round_config.log_path = str(directory)
+    round_config.learning_rate = config.learning_rate * config.on_policy.lr_round_decay ** (round_number - 1)
     round_config.max_steps = steps if steps is not None else -1
     if steps is None:
         round_config.num_train_epochs = 1.0
@@ -300,9 +302,16 @@ def _round_config(config: Any, directory: Path) -> Any:
 
 
 def _train_round(
-    config: Any, prep: Any, model: Any, reference: Any, dataset: Any, directory: Path, make_trainer: Callable
+    config: Any,
+    prep: Any,
+    model: Any,
+    reference: Any,
+    dataset: Any,
+    directory: Path,
+    r: int,
+    make_trainer: Callable,
 ) -> tuple[Any, int]:
-    """DPO on one round's pairs (resumed from the round's newest checkpoint); returns (policy, steps)."""
+    """DPO on round ``r``'s pairs (resumed from the round's newest checkpoint); returns (policy, steps)."""
     from peft import PeftModel
 
     from hf_dpo.run.checkpoints import newest_resumable_checkpoint
@@ -312,7 +321,7 @@ def _train_round(
     checkpoint, _ = newest_resumable_checkpoint(directory)
     round_prep = dataclasses.replace(
         prep,
-        args=_round_config(config, directory).dpo_config(),
+        args=_round_config(config, directory, r).dpo_config(),
         train_dataset=dataset,
         eval_dataset=None,
         model=model,
@@ -412,7 +421,7 @@ def run_rounds(
         if dataset is None:
             logger.warning("on_policy: round %d produced no pairs (every group skipped); policy unchanged", r)
         else:
-            model, steps = _train_round(config, prep, model, reference, dataset, directory, make_trainer)
+            model, steps = _train_round(config, prep, model, reference, dataset, directory, r, make_trainer)
         train_s = time.perf_counter() - started
         step += steps
         row = {"round": r, "step": step, **round_metrics(records, stats), "on_policy/train_s": train_s}

@@ -1,12 +1,17 @@
-"""The NaN policy: a non-finite loss or gradient norm stops training before the optimizer step, and no
-checkpoint is written from non-finite weights. Each error says what to change."""
+"""The NaN policy: an optimizer step whose loss or gradient norm is not finite is skipped (the weights stay as
+they were); ``max_nonfinite_steps`` such steps in a row stop training; no checkpoint is written from
+non-finite weights. Each error says what to change."""
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 _FIX = (
     "Lower learning_rate (or set max_grad_norm, e.g. 1.0), check for empty or extremely long completions, "
@@ -23,17 +28,45 @@ def check_loss(loss: torch.Tensor, step: int) -> None:
         )
 
 
-def check_grad_norm(grad_norm: Any, step: int, scaler: Any) -> None:
-    """Raise ``FloatingPointError`` if the gradient norm of the optimizer step is NaN/inf. Under fp16 with
-    a gradient scaler an inf norm is expected now and then (the scaler skips that step): let through."""
-    if grad_norm is None or scaler is not None:
-        return
-    value = float(grad_norm.item() if hasattr(grad_norm, "item") else grad_norm)
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"non-finite gradient norm ({value}) at step {step + 1}; training stopped before the optimizer "
-            f"step, so the weights were not updated. {_FIX}"
+@dataclass
+class NonFiniteSteps:
+    """Decides, once per optimizer step, whether to skip it: its gradient norm (global across processes, so
+    every process decides alike) is NaN/inf, which a non-finite micro-batch loss always causes. ``patience``
+    consecutive skips are tolerated (a transient fp16 overflow, one bad batch); one more raises
+    ``FloatingPointError``. Under fp16 with a gradient scaler, the scaler skips such steps itself."""
+
+    patience: int
+    consecutive: int = 0
+    skipped: int = 0
+    loss_was_finite: bool = True
+
+    def saw_loss(self, loss: torch.Tensor) -> None:
+        self.loss_was_finite = self.loss_was_finite and bool(torch.isfinite(loss))
+
+    def skip(self, grad_norm: Any, step: int, scaler: Any) -> bool:
+        """True when the optimizer step must leave the weights as they are."""
+        loss_was_finite, self.loss_was_finite = self.loss_was_finite, True
+        if grad_norm is None or scaler is not None:
+            return False
+        value = float(grad_norm.item() if hasattr(grad_norm, "item") else grad_norm)
+        if math.isfinite(value):
+            self.consecutive = 0
+            return False
+        self.consecutive += 1
+        self.skipped += 1
+        what = "gradient norm" if loss_was_finite else "DPO loss and gradient norm"
+        if self.consecutive > self.patience:
+            raise FloatingPointError(
+                f"non-finite {what} ({value}) at step {step + 1}, {self.consecutive} optimizer step(s) in a "
+                f"row (max_nonfinite_steps={self.patience}); training stopped before the optimizer step, so "
+                f"the weights were not updated. {_FIX}"
+            )
+        logger.warning(
+            "non-finite %s (%s) at step %d: optimizer step skipped, weights not updated (%d in a row; "
+            "training stops after max_nonfinite_steps=%d)",
+            *(what, value, step + 1, self.consecutive, self.patience),
         )
+        return True
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
