@@ -339,7 +339,6 @@ class DPOTrainer(Trainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self._nonfinite.saw_loss(loss)
         if self._nonfinite.patience == 0:  # stop at the micro-batch (DeepSpeed steps by itself: always)
             finite.check_loss(loss, self.state.global_step)
         return loss

@@ -38,14 +38,9 @@ class NonFiniteSteps:
     patience: int
     consecutive: int = 0
     skipped: int = 0
-    loss_was_finite: bool = True
-
-    def saw_loss(self, loss: torch.Tensor) -> None:
-        self.loss_was_finite = self.loss_was_finite and bool(torch.isfinite(loss))
 
     def skip(self, grad_norm: Any, step: int, scaler: Any) -> bool:
         """True when the optimizer step must leave the weights as they are."""
-        loss_was_finite, self.loss_was_finite = self.loss_was_finite, True
         if grad_norm is None or scaler is not None:
             return False
         value = float(grad_norm.item() if hasattr(grad_norm, "item") else grad_norm)
@@ -54,17 +49,16 @@ class NonFiniteSteps:
             return False
         self.consecutive += 1
         self.skipped += 1
-        what = "gradient norm" if loss_was_finite else "DPO loss and gradient norm"
         if self.consecutive > self.patience:
             raise FloatingPointError(
-                f"non-finite {what} ({value}) at step {step + 1}, {self.consecutive} optimizer step(s) in a "
-                f"row (max_nonfinite_steps={self.patience}); training stopped before the optimizer step, so "
-                f"the weights were not updated. {_FIX}"
+                f"non-finite gradient norm ({value}) at step {step + 1}, {self.consecutive} optimizer "
+                f"step(s) in a row (max_nonfinite_steps={self.patience}); training stopped before the "
+                f"optimizer step, so the weights were not updated. {_FIX}"
             )
         logger.warning(
-            "non-finite %s (%s) at step %d: optimizer step skipped, weights not updated (%d in a row; "
-            "training stops after max_nonfinite_steps=%d)",
-            *(what, value, step + 1, self.consecutive, self.patience),
+            "non-finite gradient norm (%s) at step %d: optimizer step skipped, weights not updated (%d in a "
+            "row; training stops after max_nonfinite_steps=%d)",
+            *(value, step + 1, self.consecutive, self.patience),
         )
         return True
 

@@ -15,7 +15,8 @@ import torch
 def use_float32_master_weights(optimizer: torch.optim.Optimizer) -> int:
     """Point ``optimizer`` at float32 copies of its float16 parameters, before its first step. Each step
     then reads the float16 gradients into the copies (none stays none: a skipped step) and writes the
-    updated copies back to the float16 weights. Returns how many parameters got a copy."""
+    updated copies back to the float16 weights (after a resume, the copies start from the saved float16
+    weights). Returns how many parameters got a copy."""
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for group in optimizer.param_groups:
         for i, param in enumerate(group["params"]):
