@@ -58,8 +58,9 @@ def tiny(tmp_path_factory) -> list[str]:
     return [f"model_name={model_dir}", "renderer_name=role_colon", "max_steps=2"]
 
 
-def test_the_recipe_config_needs_nothing_from_shared():
-    text = (ROOT / "yaml_configs" / "hhh_cpu.yaml").read_text()
+@pytest.mark.parametrize("name", ["hhh_cpu.yaml", "hhh_harmless_cpu.yaml"])
+def test_the_recipe_config_needs_nothing_from_shared(name):
+    text = (ROOT / "yaml_configs" / name).read_text()
     assert "../shared" not in text and "Anthropic/hh-rlhf" in text
 
 

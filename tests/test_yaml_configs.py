@@ -22,6 +22,8 @@ def test_the_expected_configs_exist():
         "quickstart.yaml",
         "lora.yaml",
         "hhh.yaml",
+        "hhh_cpu.yaml",
+        "hhh_harmless_cpu.yaml",
         "helpsteer3.yaml",
         "ultrafeedback.yaml",
         "arithmetic_on_policy.yaml",
