@@ -393,7 +393,9 @@ def compare(on_trl: dict, on_hf: dict, tests_file: str) -> dict:
     failures = {t: on_hf.get(t, ("missing", ""))[1] for t in baseline if on_hf.get(t, ("",))[0] != "passed"}
     summary = {
         "tests_file": str(tests_file),
+        "run": len(on_trl),  # text-only tests collected (vision ones deselected)
         "pass_on_trl": len(baseline),
+        "pass_on_hf_dpo_of_run": sum(o == "passed" for o, _ in on_hf.values()),
         "pass_on_hf_dpo": len(baseline) - len(failures),
         "fail_on_trl": sorted(t for t, (o, _) in on_trl.items() if o == "failed"),
         "hf_dpo_failures": failures,
@@ -422,6 +424,8 @@ def main() -> None:
     summary = compare(on_trl, on_hf, str(args.tests))
     passed, total = summary["pass_on_hf_dpo"], summary["pass_on_trl"]
     print(f"\n{passed} of the {total} tests that pass on TRL pass on hf_dpo")
+    run, passing = summary["run"], summary["pass_on_hf_dpo_of_run"]
+    print(f"{passing} of the {run} tests run pass on hf_dpo ({total} on TRL; skips count as run)")
     for test_id, message in summary["hf_dpo_failures"].items():
         print(f"  FAIL {test_id}: {message}")
     if args.json:

@@ -427,7 +427,7 @@ class DPOTrainer(Trainer):
 
     # ---- saving -------------------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        with self.reference.hidden_from_save(self.model):  # PEFT: write the trained adapter only
+        with self.reference.hidden_from_save(self.model, state_dict) as state_dict:  # PEFT: trained adapter
             super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:

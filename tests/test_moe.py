@@ -180,3 +180,60 @@ def test_an_adapted_moe_peft_model_keeps_its_initial_expert_adapter_as_the_refer
                 param.add_(1.0)
     assert not torch.allclose(logits(), initial, atol=1e-3)
     assert torch.allclose(logits("reference"), initial, atol=1e-6)
+
+
+def test_an_untrained_expert_adapter_uses_the_exact_base_as_reference_and_every_adapter_trains(
+    char_tokenizer, tmp_path
+):
+    """A ``PeftModel`` passed in straight from ``get_peft_model`` (every ``lora_B`` still zero) is exactly the
+    base, so the reference is the adapter-disabled base: no snapshot adapter is added, every adapter matrix
+    trains and the base weights stay put."""
+    from peft import get_peft_model
+
+    from hf_dpo.reference.policies import REFERENCE_ADAPTER, AdapterDisabledReference
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config("gpt_oss", len(char_tokenizer))).float()
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=[], target_parameters=_expert_weights(model))
+    )
+    args = DPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2,
+        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = DPOTrainer(peft_model, args=args, processing_class=char_tokenizer, train_dataset=ROWS)
+    assert isinstance(trainer.reference, AdapterDisabledReference)
+    assert set(trainer.model.peft_config) == {"default"} != {REFERENCE_ADAPTER}
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad(), trainer.model.disable_adapter():
+        base = trainer.model(input_ids=batch["input_ids"]).logits
+    with torch.no_grad():
+        assert torch.equal(trainer.model(input_ids=batch["input_ids"]).logits, base)  # exactly the base
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    now = dict(trainer.model.named_parameters())
+    adapters = [n for n in before if "lora_" in n]
+    assert adapters and all(not torch.equal(before[n], now[n]) for n in adapters)
+    assert all(torch.equal(before[n], now[n]) for n in before if "lora_" not in n)
+    with torch.no_grad(), trainer.model.disable_adapter():
+        assert torch.equal(trainer.model(input_ids=batch["input_ids"]).logits, base)  # reference held still
+
+
+def test_a_dora_or_trained_adapter_is_not_taken_for_the_base(char_tokenizer):
+    """Only a plain LoRA whose every ``lora_B`` is zero counts as the base; the rest keeps the snapshot."""
+    from peft import get_peft_model
+
+    from hf_dpo.reference.policies import _is_identity_lora
+
+    vocab = len(char_tokenizer)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"])
+    fresh = get_peft_model(AutoModelForCausalLM.from_config(_config("mixtral", vocab)), lora)
+    assert _is_identity_lora(fresh)
+    with torch.no_grad():
+        next(p for n, p in fresh.named_parameters() if "lora_embedding_B" in n).view(-1)[0] = 1e-3
+    assert not _is_identity_lora(fresh)
+    dora = get_peft_model(
+        AutoModelForCausalLM.from_config(_config("mixtral", vocab)),
+        LoraConfig(r=4, target_modules=["q_proj"], use_dora=True),
+    )
+    assert not _is_identity_lora(dora)

@@ -194,10 +194,16 @@ def test_eval_sets_given_later_are_precomputed_once_and_match_the_live_reference
     named = pre.evaluate(eval_dataset={"a": later, "b": copy_task(5, 11)})
     assert named["eval_a_loss"] == pytest.approx(expected, abs=1e-6) and "eval_b_loss" in named
     assert calls == [1, 1]
+    at_init = pre.evaluate()["eval_loss"]
     pre.train()  # the reference was the initial policy itself: no copy, and gone once training starts
-    assert pre.evaluate(eval_dataset=later)["eval_loss"] > 0  # cached before training: still valid
-    with pytest.raises(ValueError, match="training has started.*pass ref_model"):
-        pre.evaluate(eval_dataset=copy_task(4, 13))
+    for seen_before in (later, copy_task(4, 13)):  # TRL's contract: raises whether or not cached before
+        with pytest.raises(ValueError, match="Cannot compute reference log-probs for a dataset passed to"):
+            pre.evaluate(eval_dataset=seen_before)
+    assert calls == [1, 1]
+    # the set given at construction keeps its columns, also when passed again as the raw dataset
+    trained_default, trained_raw = pre.evaluate()["eval_loss"], pre.evaluate(eval_dataset=copy_task(12, 1))
+    assert trained_raw["eval_loss"] == pytest.approx(trained_default, abs=1e-6) and trained_default != at_init
+    assert calls == [1, 1]
 
 
 def test_explicit_ref_model_serves_eval_sets_after_training(tmp_path, char_tokenizer):

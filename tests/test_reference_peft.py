@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_llama, sequence_values
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors import safe_open
 from test_trainer import config, copy_task
 from transformers import AutoModelForCausalLM
 
@@ -141,6 +142,10 @@ def test_already_trained_adapter_is_its_own_frozen_reference(tmp_path, char_toke
     out = tmp_path / "saved"
     trainer.save_model(str(out))
     assert (out / "adapter_model.safetensors").is_file() and not (out / REFERENCE_ADAPTER).exists()
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as saved:
+        assert sorted(saved.keys()) == sorted(  # the trained adapter's tensors only, not the snapshot's
+            n.replace(".default.", ".") for n in dict(trainer.model.named_parameters()) if ".default." in n
+        )
     assert REFERENCE_ADAPTER in trainer.model.peft_config  # hidden only while saving
     reloaded = PeftModel.from_pretrained(make_tiny_llama(len(char_tokenizer)), out)
     with torch.no_grad():

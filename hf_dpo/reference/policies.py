@@ -6,8 +6,9 @@ source (``forward_logps``). The sources, picked by ``make_reference``:
 
 - ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
   initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
-- ``AdapterDisabledReference``: a fresh PEFT adapter (``peft_config=``). The reference is the policy with its
-  adapters disabled, i.e. the base model; no second copy of weights exists.
+- ``AdapterDisabledReference``: a fresh PEFT adapter (``peft_config=``, or a ``PeftModel`` whose LoRA adapter
+  is still at its zero-``lora_B`` start, so exactly the base). The reference is the policy with its adapters
+  disabled, i.e. the base model; no second copy of weights exists.
 - ``AdapterSnapshotReference``: an already-adapted ``PeftModel`` (e.g. ``PeftModel.from_pretrained``). The
   reference is that model *as it was at the start*: base plus a frozen copy of the initial adapter weights,
   loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
@@ -74,9 +75,12 @@ class ReferencePolicy(abc.ABC):
     def release(self, policy: torch.nn.Module) -> None:  # noqa: B027 (optional hook)
         """Free what this policy holds (called when precomputed log-probs replace it)."""
 
-    def hidden_from_save(self, policy: torch.nn.Module) -> contextlib.AbstractContextManager:
-        """Context in which saving ``policy`` writes only what the user trains."""
-        return contextlib.nullcontext()
+    def hidden_from_save(
+        self, policy: torch.nn.Module, state_dict: dict | None = None
+    ) -> contextlib.AbstractContextManager:
+        """Context in which saving ``policy`` writes only what the user trains; it yields the state dict to
+        save (``state_dict`` as given here)."""
+        return contextlib.nullcontext(state_dict)
 
     def fingerprint(self, policy: torch.nn.Module) -> str:
         """sha256 of the reference weights (names, dtypes, shapes, bytes) and the model config."""
@@ -194,11 +198,16 @@ class AdapterSnapshotReference(ReferencePolicy):
         _peft_model(policy).set_adapter(self.adapter)
 
     @contextlib.contextmanager
-    def hidden_from_save(self, policy: torch.nn.Module) -> Iterator[None]:
+    def hidden_from_save(self, policy: torch.nn.Module, state_dict: dict | None = None) -> Iterator[dict]:
+        """Without the snapshot's config (no ``reference/`` folder) and its tensors (PEFT drops only the
+        tensors of adapters still in ``peft_config``)."""
+        if state_dict is None:
+            state_dict = _peft_model(policy).state_dict()
+        state_dict = {k: v for k, v in state_dict.items() if not _adapter_of(k, {REFERENCE_ADAPTER})}
         configs = _peft_model(policy).peft_config
         snapshot = configs.pop(REFERENCE_ADAPTER, None)
         try:
-            yield
+            yield state_dict
         finally:
             if snapshot is not None:
                 configs[REFERENCE_ADAPTER] = snapshot
@@ -224,12 +233,15 @@ class PrecomputedReference(ReferencePolicy):
 
     ``source``: the policy that computed them (None once released), kept to precompute datasets that come
     later; ``key``: its cache key (``hf_dpo.reference.precompute``); ``cache``: the datasets with columns,
-    by ``datasets`` fingerprint; ``offload``: the source's model waits on the CPU between uses.
+    by ``datasets`` fingerprint; ``at_init``: the fingerprints computed at construction (train and eval
+    sets), the only ones served once training has changed a source that is the policy itself;
+    ``offload``: the source's model waits on the CPU between uses.
     """
 
     def __init__(self, source: ReferencePolicy | None = None, key: str = "") -> None:
         self.source, self.key = source, key
         self.cache: dict[str, Any] = {}
+        self.at_init: set[str] = set()
         self.offload = False
 
     def forward_logps(
@@ -241,8 +253,12 @@ class PrecomputedReference(ReferencePolicy):
             "predict(...), which add them, or add the columns with hf_dpo.reference.precompute."
         )
 
-    def hidden_from_save(self, policy: torch.nn.Module) -> contextlib.AbstractContextManager:
-        return self.source.hidden_from_save(policy) if self.source is not None else contextlib.nullcontext()
+    def hidden_from_save(
+        self, policy: torch.nn.Module, state_dict: dict | None = None
+    ) -> contextlib.AbstractContextManager:
+        if self.source is None:
+            return contextlib.nullcontext(state_dict)
+        return self.source.hidden_from_save(policy, state_dict)
 
 
 class NoReference(ReferencePolicy):
@@ -276,9 +292,10 @@ def make_reference(
     copy_free: bool = False,
 ) -> ReferencePolicy:
     """The reference for ``policy``: ``NoReference`` if not ``needed`` (reference-free losses); else
-    ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh adapter) or the initial adapter
-    snapshot (an already-adapted ``PeftModel``), or the policy itself if ``copy_free`` (read only before
-    training: precomputed log-probs); else a frozen deep copy, or the policy itself if ``copy_free``."""
+    ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh or untrained adapter) or the
+    initial adapter snapshot (an already-adapted ``PeftModel``), or the policy itself if ``copy_free``
+    (read only before training: precomputed log-probs); else a frozen deep copy, or the policy itself if
+    ``copy_free``."""
     if not needed:
         if ref_model is not None:
             logger.warning("hf_dpo: the loss is reference-free, so ref_model is not used (and not kept)")
@@ -290,7 +307,7 @@ def make_reference(
                 "ref_model must be a plain model, not a PeftModel; merge it first (merge_and_unload)"
             )
         return FrozenCopyReference(ref_model)
-    if is_peft and fresh_adapter:
+    if is_peft and (fresh_adapter or _is_identity_lora(policy)):
         return AdapterDisabledReference()
     if copy_free:
         return InitialPolicyReference()
@@ -316,6 +333,22 @@ def _is_peft(model: torch.nn.Module) -> bool:
     except ImportError:
         return False
     return isinstance(extract_model_from_parallel(model), PeftModel)
+
+
+def _is_identity_lora(policy: torch.nn.Module) -> bool:
+    """True if the active adapter is a plain LoRA whose every ``lora_B`` is zero: the adapted model is then
+    exactly the base, so the adapter-disabled base is the exact reference (no snapshot adapter needed)."""
+    peft_model = _peft_model(policy)
+    adapter = peft_model.active_adapter
+    config = peft_model.peft_config.get(adapter) if isinstance(adapter, str) else None
+    if config is None or getattr(config, "peft_type", None) != "LORA" or getattr(config, "use_dora", False):
+        return False
+    ups = [
+        t
+        for n, t in _named_tensors(policy)
+        if _adapter_of(n, {adapter}) and any(p in ("lora_B", "lora_embedding_B") for p in n.split("."))
+    ]
+    return bool(ups) and all(not t.detach().any() for t in ups)
 
 
 def _peft_model(policy: torch.nn.Module) -> Any:

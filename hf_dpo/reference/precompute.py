@@ -166,6 +166,7 @@ def precompute_reference(trainer: Any, cache_dir: str | None = None) -> Precompu
         trainer, reference, trainer.train_dataset, "train", cache_dir
     )
     trainer.eval_dataset = with_reference_columns(trainer, reference, trainer.eval_dataset, "eval", cache_dir)
+    reference.at_init = set(reference.cache)
     if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         source.release(trainer.model)
         reference.source = None
@@ -194,16 +195,19 @@ def with_reference_columns(
         raise ValueError(ITERABLE_ERROR.format(what=f"the {split} dataset, a {type(dataset).__name__}"))
     if all(c in dataset.column_names for c in REF_COLUMNS):
         return dataset
-    if (cached := reference.cache.get(dataset._fingerprint)) is not None:
-        return cached
     source = reference.source
-    if source is None or (not source.valid_after_training and trainer.state.global_step > 0):
+    gone = source is None or (not source.valid_after_training and trainer.state.global_step > 0)
+    if gone and dataset._fingerprint not in reference.at_init:
+        # TRL's contract, and history-free: a set first seen by evaluate() raises after training whether or
+        # not an evaluate() before training happened to cache it.
         raise ValueError(
             f"Cannot compute reference log-probs for a dataset passed to evaluate()/predict() ({split}): "
             "training has started and the reference was the initial policy (precompute_ref_log_probs=True "
             "without ref_model), which no longer exists. Fix: pass this dataset as eval_dataset to "
             "DPOTrainer, pass ref_model=..., or set precompute_ref_log_probs=False."
         )
+    if (cached := reference.cache.get(dataset._fingerprint)) is not None:
+        return cached
     device, offloaded = trainer.accelerator.device, getattr(source, "model", None) is not None
     objective, policy, args = trainer.objective, trainer.model, trainer.args
     if offloaded:
