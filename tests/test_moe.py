@@ -229,8 +229,12 @@ def test_a_dora_or_trained_adapter_is_not_taken_for_the_base(char_tokenizer):
     lora = LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"])
     fresh = get_peft_model(AutoModelForCausalLM.from_config(_config("mixtral", vocab)), lora)
     assert _is_identity_lora(fresh)
+    params = dict(fresh.named_parameters())
+    with torch.no_grad():  # PEFT starts embeddings with a zero A and a random B: the product is still zero
+        next(p for n, p in params.items() if "lora_embedding_B" in n).view(-1)[0] = 1e-3
+    assert _is_identity_lora(fresh)
     with torch.no_grad():
-        next(p for n, p in fresh.named_parameters() if "lora_embedding_B" in n).view(-1)[0] = 1e-3
+        next(p for n, p in params.items() if "lora_embedding_A" in n).view(-1)[0] = 1e-3
     assert not _is_identity_lora(fresh)
     dora = get_peft_model(
         AutoModelForCausalLM.from_config(_config("mixtral", vocab)),

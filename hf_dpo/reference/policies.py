@@ -336,19 +336,21 @@ def _is_peft(model: torch.nn.Module) -> bool:
 
 
 def _is_identity_lora(policy: torch.nn.Module) -> bool:
-    """True if the active adapter is a plain LoRA whose every ``lora_B`` is zero: the adapted model is then
+    """True if the active adapter is a plain LoRA in which every adapted module has an all-zero factor
+    (``lora_B``, or ``lora_embedding_A`` for embeddings, at PEFT's default start): the adapted model is then
     exactly the base, so the adapter-disabled base is the exact reference (no snapshot adapter needed)."""
     peft_model = _peft_model(policy)
     adapter = peft_model.active_adapter
     config = peft_model.peft_config.get(adapter) if isinstance(adapter, str) else None
     if config is None or getattr(config, "peft_type", None) != "LORA" or getattr(config, "use_dora", False):
         return False
-    ups = [
-        t
-        for n, t in _named_tensors(policy)
-        if _adapter_of(n, {adapter}) and any(p in ("lora_B", "lora_embedding_B") for p in n.split("."))
-    ]
-    return bool(ups) and all(not t.detach().any() for t in ups)
+    factors: dict[str, list[torch.Tensor]] = {}
+    for name, tensor in _named_tensors(policy):
+        parts = name.split(".")
+        kind = next((i for i, part in enumerate(parts) if part.startswith("lora_")), None)
+        if kind is not None and _adapter_of(name, {adapter}):
+            factors.setdefault(".".join(parts[:kind]), []).append(tensor)
+    return bool(factors) and all(any(not t.detach().any() for t in ts) for ts in factors.values())
 
 
 def _peft_model(policy: torch.nn.Module) -> Any:
