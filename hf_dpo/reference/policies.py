@@ -7,8 +7,8 @@ source (``forward_logps``). The sources, picked by ``make_reference``:
 - ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
   initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
 - ``AdapterDisabledReference``: a fresh PEFT adapter (``peft_config=``, or a ``PeftModel`` whose LoRA adapter
-  is still at its zero-``lora_B`` start, so exactly the base). The reference is the policy with its adapters
-  disabled, i.e. the base model; no second copy of weights exists.
+  is still at its start, one all-zero factor per module, so exactly the base). The reference is the policy
+  with its adapters disabled, i.e. the base model; no second copy of weights exists.
 - ``AdapterSnapshotReference``: an already-adapted ``PeftModel`` (e.g. ``PeftModel.from_pretrained``). The
   reference is that model *as it was at the start*: base plus a frozen copy of the initial adapter weights,
   loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
