@@ -1,12 +1,6 @@
-"""Chat messages and their checks, shared by the data, tokenization and rendering stages.
-
-A message is ``{"role": "system" | "user" | "assistant" | "tool", "content": str}``, as TRL and chat templates
-use them. Tool calling: an assistant turn may carry ``tool_calls`` (a non-empty list, passed to the chat
-template as is) and then needs no ``content``; a ``tool`` turn holds a tool's output and may name it
-(``name``, ``tool_call_id``). The checks raise ``ValueError`` saying which message is wrong and how
-(``prompt[1]['role'] must be one of ...``); a stage that knows the row wraps that text with
-:func:`row_error`, which adds the row, the field and the fix.
-"""
+"""Chat messages (``{"role": ..., "content": str}``, as TRL) and their checks, shared by the data,
+tokenization and rendering stages. An assistant turn with ``tool_calls`` needs no ``content``. The checks
+raise ``ValueError`` naming the wrong message; :func:`row_error` adds the row, the field and the fix."""
 
 from __future__ import annotations
 
@@ -14,18 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 Message = dict[str, Any]
-"""One chat turn: ``{"role": ..., "content": str}`` plus, for tool calling, ``tool_calls`` / ``name`` /
-``tool_call_id``."""
 
 ROLES = ("system", "user", "assistant", "tool")
+# Message keys kept besides role and content, when not None (Arrow fills absent struct keys with None).
 OPTIONAL_KEYS = ("tool_calls", "tool_call_id", "name")
-"""Message keys kept besides role and content (when not None: Arrow fills absent struct keys with None)."""
 MESSAGES_FIX = 'use a list of {"role": ..., "content": str} messages'
 
 
 def check_messages(messages: Any, what: str = "prompt") -> list[Message]:
-    """``messages`` as a list of plain message dicts (unknown keys and None values dropped); ``ValueError``
-    unless it is a non-empty list of well-formed messages."""
+    """``messages`` as a non-empty list of plain message dicts (unknown keys and None values dropped)."""
     if not isinstance(messages, (list, tuple)):
         raise ValueError(
             f"{what} must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
@@ -36,8 +27,8 @@ def check_messages(messages: Any, what: str = "prompt") -> list[Message]:
 
 
 def check_message(message: Any, what: str) -> Message:
-    """``message`` as a plain dict: ``role``, ``content`` (``""`` for an assistant turn that only calls
-    tools) and the :data:`OPTIONAL_KEYS` it has; ``ValueError`` unless it is well formed."""
+    """``message`` as a plain dict: ``role``, ``content`` (``""`` for a tool-calling-only assistant turn) and
+    the :data:`OPTIONAL_KEYS` it has."""
     if not isinstance(message, Mapping):
         raise ValueError(
             f"{what} must be a dict with 'role' and 'content', got {type(message).__name__}: {message!r:.80}"
@@ -86,7 +77,6 @@ def uses_tools(messages: list[Message]) -> bool:
 
 
 def row_error(field: str, problem: str, fix: str, row: int | None = None) -> ValueError:
-    """``[row N, ]field 'x': <problem>. Fix: <fix>`` as a ``ValueError`` (builders leave ``row`` out: the
-    builder prefixes the dataset, split and row index itself)."""
+    """``[row N, ]field 'x': <problem>. Fix: <fix>`` as a ``ValueError`` (builders add the row themselves)."""
     where = f"row {row}, " if row is not None else ""
     return ValueError(f"{where}field {field!r}: {problem}. Fix: {fix}")

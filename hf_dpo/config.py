@@ -19,147 +19,71 @@ logger = logging.getLogger("hf_dpo")
 TRUNCATION_MODES = ("keep_start", "keep_end")
 
 
+def _field(default: Any, help_text: str) -> Any:
+    """A dataclass field with its ``--help`` text (read by ``HfArgumentParser``)."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class DPOConfig(TrainingArguments):
     """Every ``TrainingArguments`` field, plus the DPO fields below. Invalid values raise ``ValueError``.
 
-    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6`` (DPO moves a trained policy a
-    small distance), ``logging_steps=10``. ``remove_unused_columns`` keeps TRL's and ``Trainer``'s default
-    (True): the trainer keeps its own token columns either way, and TRL's ``--no_remove_unused_columns`` flag
-    exists.
+    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``.
     """
 
-    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (DPO: 1e-7 to 1e-5)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
+    learning_rate: float = _field(1e-6, "Peak learning rate (DPO: 1e-7 to 1e-5).")
+    logging_steps: float = _field(10, "Log metrics every N optimizer steps.")
 
-    beta: float = field(default=0.1, metadata={"help": "β: strength of the implicit KL penalty (> 0)."})
-    loss_type: str | list[str] = field(
-        default="sigmoid",
-        metadata={"help": f"One of {', '.join(LOSS_TYPES)}, or a list of them (summed with loss_weights)."},
+    beta: float = _field(0.1, "β: strength of the implicit KL penalty (> 0).")
+    loss_type: str | list[str] = _field("sigmoid", f"One of {', '.join(LOSS_TYPES)}, or a list of them.")
+    loss_weights: list[float] | None = _field(None, "One weight per loss_type entry (None: 1.0 each).")
+    label_smoothing: float = _field(
+        0.0, "ε in [0, 0.5): label-flip rate (sigmoid, robust, aot); exo_pair: (0, 1)."
     )
-    loss_weights: list[float] | None = field(
-        default=None, metadata={"help": "One weight per loss_type entry (None: 1.0 each)."}
+    f_divergence_type: str = _field("reverse_kl", "reverse_kl, forward_kl, js_divergence, alpha_divergence.")
+    f_alpha_divergence_coef: float = _field(0.5, "α of alpha_divergence.")
+    discopop_tau: float = _field(0.05, "τ of the discopop loss.")
+    simpo_beta: float = _field(2.0, "β of loss_type='simpo' (SimPO: 2 to 10).")
+    simpo_gamma: float = _field(1.0, "Target reward margin γ of loss_type='simpo' (SimPO: γ/β ≈ 0.5).")
+    orpo_lambda: float = _field(0.1, "λ, weight of the odds-ratio term of loss_type='orpo' (ORPO: 0.1).")
+    use_weighting: bool = _field(False, "WPO: weight each pair's loss by its own-likelihood weights.")
+    ld_alpha: float | None = _field(None, "LD-DPO: weight α in [0, 1] of tokens past the shorter completion.")
+    rpo_alpha: float = _field(0.0, "Weight of the per-token NLL of the chosen completion (RPO); 0 = off.")
+    max_length: int | None = _field(1024, "Max prompt+completion tokens per sequence.")
+    max_prompt_length: int | None = _field(None, "Max prompt tokens (None: no cap); keeps a prompt's end.")
+    truncation_mode: str = _field(
+        "keep_start", "keep_start: cut completions' ends; keep_end: the prompt's start."
     )
-    label_smoothing: float = field(
-        default=0.0,
-        metadata={
-            "help": "ε in [0, 0.5): label-flip rate (cDPO with sigmoid; robust; aot); exo_pair: (0, 1)."
-        },
+    assistant_only_loss: bool = _field(
+        False,
+        "Score only the tokens the assistant wrote: tool turns inside a tool-calling completion "
+        "(tool outputs and the generation prompt after them) are fed to the model but left out of the "
+        "log-probs. False (TRL's behaviour) scores every completion token.",
     )
-    f_divergence_type: str = field(
-        default="reverse_kl",
-        metadata={
-            "help": "f-DPO divergence: reverse_kl (DPO), forward_kl, js_divergence or alpha_divergence."
-        },
+    padding_free: bool = _field(False, "True: a padding-free batch_layout ('packed' under 'auto').")
+    pad_token: str | None = _field(None, "Tokenizer pad token (default: its own, else EOS).")
+    trust_remote_code: bool = _field(False, "Passed to from_pretrained of model, reference and tokenizer.")
+    activation_offloading: bool = _field(False, "Keep activations saved for backward in CPU memory.")
+    router_aux_loss_coef: float | None = _field(None, "MoE router loss weight (None: config's; 0: off).")
+    disable_dropout: bool = _field(True, "Zero all dropout in policy and reference.")
+    renderer_name: str | None = _field(None, "Chat format of conversational rows (default: chat template).")
+    batch_layout: str = _field("auto", "auto (fastest exact layout), padded, packed or prefix_shared.")
+    pad_to_multiple_of: int | None = _field(None, "Round padded lengths up.")
+    logprob_chunk_size: int = _field(1024, "Completion tokens per LM-head chunk when computing log-probs.")
+    dataset_num_proc: int | None = _field(None, "Processes for tokenization.")
+    precompute_ref_log_probs: bool = _field(False, "Compute reference log-probs once before training.")
+    precompute_ref_batch_size: int | None = _field(None, "Precompute batch size (default: eval batch size).")
+    sync_ref_model: bool = _field(False, "TR-DPO: every ref_model_sync_steps, πref ← α·πθ + (1−α)·πref.")
+    ref_model_mixup_alpha: float = _field(0.6, "α of the reference sync, in (0, 1].")
+    ref_model_sync_steps: int = _field(512, "Optimizer steps between reference syncs.")
+    save_merged_model: bool = _field(False, "With PEFT: also save the adapter merged into the base weights.")
+    model_init_kwargs: dict[str, Any] | None = _field(
+        None, "from_pretrained kwargs when `model` is a name or path."
     )
-    f_alpha_divergence_coef: float = field(default=0.5, metadata={"help": "α of alpha_divergence."})
-    discopop_tau: float = field(default=0.05, metadata={"help": "τ of the discopop loss."})
-    simpo_beta: float = field(default=2.0, metadata={"help": "β of loss_type='simpo' (SimPO: 2 to 10)."})
-    simpo_gamma: float = field(
-        default=1.0, metadata={"help": "Target reward margin γ of loss_type='simpo' (SimPO: γ/β ≈ 0.5)."}
-    )
-    orpo_lambda: float = field(
-        default=0.1, metadata={"help": "λ, weight of the odds-ratio term of loss_type='orpo' (ORPO: 0.1)."}
-    )
-    use_weighting: bool = field(
-        default=False,
-        metadata={"help": "WPO: weight each pair's loss by the policy's own-likelihood weights."},
-    )
-    ld_alpha: float | None = field(
-        default=None,
-        metadata={
-            "help": "LD-DPO: weight α in [0, 1] of completion tokens past the shorter completion's length."
-        },
-    )
-    rpo_alpha: float = field(
-        default=0.0, metadata={"help": "Weight of the per-token NLL of the chosen completion (RPO); 0 = off."}
-    )
-    max_length: int | None = field(
-        default=1024, metadata={"help": "Max prompt+completion tokens per sequence."}
-    )
-    max_prompt_length: int | None = field(
-        default=None,
-        metadata={
-            "help": "Max prompt tokens (None: no separate cap); longer prompts keep their end (latest turns)."
-        },
-    )
-    truncation_mode: str = field(
-        default="keep_start",
-        metadata={
-            "help": "keep_start: cut completions' ends to fit max_length; keep_end: cut the prompt's start."
-        },
-    )
-    assistant_only_loss: bool = field(
-        default=False,
-        metadata={
-            "help": "Score only the tokens the assistant wrote: tool turns inside a tool-calling completion "
-            "(tool outputs and the generation prompt after them) are fed to the model but left out of the "
-            "log-probs. False (TRL's behaviour) scores every completion token."
-        },
-    )
-    padding_free: bool = field(
-        default=False, metadata={"help": "True: a padding-free batch_layout ('packed' under 'auto')."}
-    )
-    pad_token: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer pad token (default: its own, else EOS); must be in the vocabulary."},
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Passed to from_pretrained of model, reference and tokenizer."}
-    )
-    activation_offloading: bool = field(
-        default=False,
-        metadata={"help": "Keep activations saved for backward in CPU memory during the forward."},
-    )
-    router_aux_loss_coef: float | None = field(
-        default=None,
-        metadata={"help": "MoE router load-balancing loss weight (None: the model config's; 0: off)."},
-    )
-    disable_dropout: bool = field(
-        default=True, metadata={"help": "Zero all dropout in policy and reference."}
-    )
-    renderer_name: str | None = field(
-        default=None,
-        metadata={"help": "Chat format for conversational rows (default: the tokenizer's chat template)."},
-    )
-    batch_layout: str = field(
-        default="auto",
-        metadata={"help": "auto (fastest exact layout for the backend), padded, packed or prefix_shared."},
-    )
-    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Round padded lengths up."})
-    logprob_chunk_size: int = field(
-        default=1024, metadata={"help": "Completion tokens per LM-head chunk when computing log-probs."}
-    )
-    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    precompute_ref_log_probs: bool = field(
-        default=False,
-        metadata={"help": "Compute reference log-probs once before training; drop the reference."},
-    )
-    precompute_ref_batch_size: int | None = field(
-        default=None,
-        metadata={"help": "Batch size of the precompute pass (default: per_device_eval_batch_size)."},
-    )
-    sync_ref_model: bool = field(
-        default=False, metadata={"help": "TR-DPO: every ref_model_sync_steps, πref ← α·πθ + (1−α)·πref."}
-    )
-    ref_model_mixup_alpha: float = field(
-        default=0.6, metadata={"help": "α of the reference sync, in (0, 1]."}
-    )
-    ref_model_sync_steps: int = field(
-        default=512, metadata={"help": "Optimizer steps between reference syncs."}
-    )
-    save_merged_model: bool = field(
-        default=False, metadata={"help": "With PEFT: also save the adapter merged into the base weights."}
-    )
-    model_init_kwargs: dict[str, Any] | None = field(
-        default=None, metadata={"help": "kwargs for from_pretrained when `model` is a name or path."}
-    )
-    max_nonfinite_steps: int = field(
-        default=16,
-        metadata={
-            "help": "Optimizer steps in a row with a NaN/inf loss or gradient norm that are skipped (weights "
-            "not updated, counted as skipped_steps) before training stops; 0 stops at the first."
-        },
+    max_nonfinite_steps: int = _field(
+        16,
+        "Optimizer steps in a row with a NaN/inf loss or gradient norm that are skipped (weights "
+        "not updated, counted as skipped_steps) before training stops; 0 stops at the first.",
     )
 
     def __post_init__(self) -> None:
@@ -202,19 +126,15 @@ class DPOConfig(TrainingArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"DPOConfig.{name} must be a positive integer or None, got {value}.")
-        if (
-            self.max_length is not None
-            and self.max_prompt_length is not None
-            and self.max_prompt_length >= self.max_length
-        ):
+        max_length, max_prompt_length = self.max_length, self.max_prompt_length
+        if max_length is not None and max_prompt_length is not None and max_prompt_length >= max_length:
             raise ValueError(
-                f"DPOConfig.max_prompt_length ({self.max_prompt_length}) must be smaller than max_length "
-                f"({self.max_length}) so that every pair keeps at least one completion token."
+                f"DPOConfig.max_prompt_length ({max_prompt_length}) must be smaller than max_length "
+                f"({max_length}) so that every pair keeps at least one completion token."
             )
 
     def _validate_schedule(self) -> None:
-        """Batch sizes, accumulation, learning rate and length of training: values with which a run would
-        crash later, train nothing, or diverge at once."""
+        """Batch sizes, accumulation, learning rate, run length: values that crash, train nothing, diverge."""
         counts = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
         for name in counts:
             value = getattr(self, name)
@@ -279,35 +199,28 @@ class DPOConfig(TrainingArguments):
                 )
 
 
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def dpo_default(name: str) -> Any:
-    """The default of ``DPOConfig.<name>``: the one place a default is written, so that the CLI, data
-    inspection and evaluation read it from here instead of restating it."""
-    for f in dataclasses.fields(DPOConfig):
-        if f.name == name:
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            if f.default is dataclasses.MISSING:
-                raise KeyError(f"DPOConfig.{name} has no default")
-            return f.default
-    raise KeyError(f"DPOConfig has no field {name!r}")
+    """The default of ``DPOConfig.<name>`` (the CLI, data inspection and evaluation read it from here)."""
+    fields = {f.name: f for f in dataclasses.fields(DPOConfig)}
+    if name not in fields:
+        raise KeyError(f"DPOConfig has no field {name!r}")
+    if (default := _default_of(fields[name])) is dataclasses.MISSING:
+        raise KeyError(f"DPOConfig.{name} has no default")
+    return default
 
 
 def dpo_config_from(args: TrainingArguments) -> DPOConfig:
-    """An ``hf_dpo`` ``DPOConfig`` with the values of ``args``, a ``TrainingArguments`` of another library
-    (e.g. ``trl.DPOConfig``; field names are TRL's). Its fields that ``DPOConfig`` lacks are dropped when
-    they hold their default, else ``ValueError`` names them. A one-element ``loss_type`` list (TRL stores the
-    loss type as a list) becomes its element."""
+    """An ``hf_dpo`` ``DPOConfig`` with the values of ``args`` (e.g. a ``trl.DPOConfig``). Fields that
+    ``DPOConfig`` lacks are dropped when at their default, else ``ValueError`` names them; a one-element
+    ``loss_type`` list becomes its element."""
     ours = {f.name for f in dataclasses.fields(DPOConfig) if f.init}
-    values: dict[str, Any] = {}
-    unknown: list[str] = []
-    for f in dataclasses.fields(args):
-        if not f.init:
-            continue
-        value = getattr(args, f.name)
-        if f.name in ours:
-            values[f.name] = value
-        elif value != (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):
-            unknown.append(f.name)
+    theirs = [f for f in dataclasses.fields(args) if f.init]
+    values = {f.name: getattr(args, f.name) for f in theirs if f.name in ours}
+    unknown = [f.name for f in theirs if f.name not in ours and getattr(args, f.name) != _default_of(f)]
     if unknown:
         raise ValueError(f"hf_dpo.DPOConfig has no field {', '.join(sorted(unknown))}; unset it to convert")
     loss_type = values.get("loss_type")
@@ -317,7 +230,7 @@ def dpo_config_from(args: TrainingArguments) -> DPOConfig:
 
 
 def check_trainer_args(args: Any, model: Any) -> DPOConfig:
-    """``args``, or TRL's default ``<model name>-DPO`` output directory when None; a clear error for a
+    """``args``, or TRL's default ``<model name>-DPO`` output directory when None; ``TypeError`` for a
     ``TrainingArguments`` of another library (e.g. ``trl.DPOConfig``)."""
     if args is None:
         name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
@@ -335,17 +248,13 @@ def check_trainer_args(args: Any, model: Any) -> DPOConfig:
 
 
 def check_datasets(args: DPOConfig, train_dataset: Any, eval_dataset: Any) -> None:
-    """Refuse a trainer with no dataset at all and precompute with a streaming dataset (TRL's contracts), and
-    turn off batch dispatching for a streaming train set (as TRL: dispatching would concatenate our batches).
-    Unlike TRL, ``train_dataset=None`` with an ``eval_dataset`` is allowed: evaluation only."""
+    """Refuse no dataset at all and precompute with a streaming dataset (TRL's contracts); turn off batch
+    dispatching for a streaming train set. No ``train_dataset`` but an ``eval_dataset``: evaluation only."""
     from datasets import Dataset, IterableDataset
 
+    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
     named = {"train_dataset": train_dataset}
-    named.update(
-        {f"eval_dataset[{k!r}]": d for k, d in eval_dataset.items()}
-        if isinstance(eval_dataset, dict)
-        else {"eval_dataset": eval_dataset}
-    )
+    named.update({"eval_dataset" if k is None else f"eval_dataset[{k!r}]": d for k, d in evals.items()})
     for name, dataset in named.items():
         if dataset is not None and not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(
@@ -358,9 +267,7 @@ def check_datasets(args: DPOConfig, train_dataset: Any, eval_dataset: Any) -> No
             "train_dataset=<a Dataset of prompt/chosen/rejected pairs>; for evaluation only, pass "
             "eval_dataset=... and call trainer.evaluate()."
         )
-
-    evals = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
-    streaming = [d for d in (train_dataset, *evals) if isinstance(d, IterableDataset)]
+    streaming = [d for d in named.values() if isinstance(d, IterableDataset)]
     if streaming and args.precompute_ref_log_probs:
         raise ValueError(
             "precompute_ref_log_probs=True is not supported with IterableDataset: the reference log-probs "

@@ -1,5 +1,4 @@
-"""Named registries (batch layouts, renderers, dataset builders) and the one "did you mean" helper that
-every unknown-name error uses."""
+"""Named registries (batch layouts, renderers, dataset builders) and the "did you mean" unknown-name error."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ T = TypeVar("T")
 
 
 def did_you_mean(name: str, valid: Iterable[str], n: int = 1, prefix: str = "") -> str:
-    """``"did you mean 'x'?"`` naming up to ``n`` valid names close to ``name`` (each shown with ``prefix``,
-    e.g. a config section), or ``""`` when none is close."""
+    """``"did you mean 'x'?"`` naming up to ``n`` valid names near ``name`` (with ``prefix``) or ``""``."""
     close = difflib.get_close_matches(name, list(valid), n=n)
     return f"did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
 
@@ -26,8 +24,7 @@ def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> ValueError
 
 
 class Registry(Generic[T]):
-    """Name -> entry (usually a class). ``registry.get(name)`` raises :func:`unknown_name_error` for a name
-    that was never registered; ``in``, iteration (registration order) and ``names()`` (sorted) list them."""
+    """Name -> entry; ``get`` raises :func:`unknown_name_error` for an unregistered name."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # what a name names, for errors: "renderer", "dataset", ...
@@ -39,13 +36,11 @@ class Registry(Generic[T]):
         return entry
 
     def get(self, name: str) -> T:
-        """The entry registered as ``name``."""
         if name not in self._entries:
             raise unknown_name_error(self.kind, name, self._entries)
         return self._entries[name]
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

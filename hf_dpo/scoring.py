@@ -1,14 +1,5 @@
-"""``score_batch``: the one function that scores a collated batch of preference pairs.
-
-Training (``DPOTrainer.compute_loss`` and ``prediction_step``), the ``preference`` task of ``hf_dpo.eval`` and
-the reference precompute pass (``reference_logps``) all score pairs here, so every option of the run's
-objective (``Objective``: the loss, WPO weighting, RPO, LD-DPO, the MoE router loss) holds wherever a loss or
-a reward is reported:
-
-    PairBatch ──► sequence_logps(policy) ──► ChosenRejectedLogps ─┐
-        │                                                          ├─► preference_loss ──► PairScores
-        └────► reference.logps(policy, batch) ─► ChosenRejectedLogps ┘   (× WPO, + RPO, + aux)
-"""
+"""``score_batch``: the one function that scores a collated batch of preference pairs (training, the
+``preference`` eval task and the reference precompute pass all score here, under the run's ``Objective``)."""
 
 from __future__ import annotations
 
@@ -27,16 +18,8 @@ from hf_dpo.reference.policies import ReferencePolicy
 
 @dataclass(frozen=True)
 class Objective:
-    """What a run optimises: the loss (``LossConfig``) and the terms around it.
-
-    Args:
-        loss: the preference loss.
-        use_weighting: WPO (Zhou et al. 2024, arXiv:2406.11827, Eq. 2): each pair's loss times w(y_w)·w(y_l).
-        rpo_alpha: RPO (arXiv:2404.19733): + α · NLL(y_w|x)/|y_w| per pair.
-        ld_alpha: LD-DPO: completion tokens past the shorter completion weigh α in every summed log-prob.
-        router_aux_loss_coef: MoE models: + coef · the router load-balancing loss (0: off).
-        chunk_size: completion tokens per LM-head chunk.
-    """
+    """What a run optimises: the loss, WPO weights (arXiv:2406.11827, Eq. 2), + ``rpo_alpha``·NLL(y_w)/|y_w|,
+    LD-DPO's ``ld_alpha``, + coef · MoE router loss; ``chunk_size``: completion tokens per LM-head call."""
 
     loss: LossConfig
     use_weighting: bool = False
@@ -48,27 +31,22 @@ class Objective:
     @classmethod
     def from_args(cls, args: Any, router_aux_loss_coef: float = 0.0) -> Objective:
         """From a ``DPOConfig``, or a mapping with its field names (a run's ``config.yaml``)."""
-        get = (
-            args.get if isinstance(args, Mapping) else lambda name, default=None: getattr(args, name, default)
-        )
+        get = args.get if isinstance(args, Mapping) else lambda name: getattr(args, name, None)
         return cls(
             loss=LossConfig.from_args(args),
-            use_weighting=bool(get("use_weighting", False)),
+            use_weighting=bool(get("use_weighting")),
             rpo_alpha=get("rpo_alpha"),
             ld_alpha=get("ld_alpha"),
             router_aux_loss_coef=router_aux_loss_coef,
-            chunk_size=int(get("logprob_chunk_size", None) or 1024),
+            chunk_size=int(get("logprob_chunk_size") or 1024),
         )
 
 
 @dataclass(frozen=True)
 class PairScores:
-    """What ``score_batch`` returns for B pairs.
-
-    ``losses`` (B,): the optimised per-pair loss (``dpo.losses`` + RPO + router terms); ``dpo``: the
-    preference-loss term (with the WPO weights applied under ``use_weighting``) and the implicit rewards;
-    ``policy`` / ``reference``: the two models' log-probs (``reference`` None for reference-free losses).
-    """
+    """``score_batch``'s answer for B pairs: the optimised per-pair ``losses`` (B,) (``dpo.losses`` + RPO +
+    router terms), ``dpo`` (WPO-weighted under ``use_weighting``) and both models' log-probs (``reference``
+    None for reference-free losses)."""
 
     losses: torch.Tensor
     dpo: DPOLossOutput
@@ -100,10 +78,8 @@ def score_batch(
     objective: Objective,
     reference_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> PairScores:
-    """Score the B pairs of a collated ``batch``: one policy forward, the reference's answer, the loss.
-
-    ``reference_context``: entered around the reference's forward (the trainer's mixed-precision autocast).
-    """
+    """Score the B pairs of a collated ``batch``: one policy forward, the reference's answer (inside
+    ``reference_context``, e.g. the trainer's autocast), the loss."""
     batch = prepare_batch(batch, objective)
     aux = objective.router_aux_loss_coef != 0.0
     logps = sequence_logps(

@@ -1,14 +1,12 @@
 """The training command: ``python -m hf_dpo.train [config.yaml] key=value ...`` (also ``hf-dpo-train``).
 
-``TrainConfig`` holds the run options (``log_path``, ``model_name``, ``dataset``, ``peft``, ``resume``, ...)
-plus every ``DPOConfig`` / ``TrainingArguments`` field as a flat key (``dpo_beta`` stands for
-``DPOConfig.beta``; ``log_path`` for ``output_dir``). :func:`run` checks everything (config, paths, data,
-tokenizer, renderer, model) before it creates ``log_path``, then trains and writes the run's outputs there
-(see ``docs/running.md``).
+``TrainConfig``: the run options plus every ``DPOConfig`` field as a flat key. :func:`run` checks everything
+before it creates ``log_path``, then trains and writes the run's outputs there (see ``docs/running.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -56,8 +54,7 @@ _NOT_CONFIGURABLE = {"parallelism_config"}  # an object, not expressible in YAML
 
 
 class RunSetupError(RuntimeError):
-    """The run cannot start; the message says why and how to fix it. Nothing was written to log_path
-    (unless creating log_path itself failed part-way)."""
+    """The run cannot start; the message says why and how to fix it. Nothing was written to log_path."""
 
 
 class RunAlreadyComplete(RuntimeError):
@@ -87,15 +84,7 @@ class LoraOptions:
         """The matching ``peft.LoraConfig`` for a causal LM."""
         from peft import LoraConfig
 
-        return LoraConfig(
-            task_type="CAUSAL_LM",
-            r=self.r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=self.target_modules,
-            bias=self.bias,
-            modules_to_save=self.modules_to_save,
-        )
+        return LoraConfig(task_type="CAUSAL_LM", **dataclasses.asdict(self))
 
 
 @dataclass
@@ -136,10 +125,8 @@ class RunOptions:
 
     def dpo_config(self) -> DPOConfig:
         """The ``DPOConfig`` for the Trainer (the Hub push is done by the run itself, at the end)."""
-        names = [f.name for f in dataclasses.fields(DPOConfig) if f.init and f.name not in _RENAMED]
-        kwargs = {n: copy.deepcopy(getattr(self, n)) for n in names if n not in _NOT_CONFIGURABLE}
-        # the Hub push is the run's (hub.push_run reads the token from here): keep the secret out of the
-        # TrainingArguments that Trainer pickles into every checkpoint
+        kwargs = {name: copy.deepcopy(getattr(self, name)) for name in _configurable_fields()}
+        # the run pushes to the Hub itself: keep hub_token out of the arguments pickled into every checkpoint
         kwargs.update(output_dir=self.log_path, beta=self.dpo_beta, push_to_hub=False, hub_token=None)
         if cpu_only_multiprocess_launch():  # N launched CPU processes: one gloo data-parallel job
             kwargs["use_cpu"] = True
@@ -151,11 +138,14 @@ class RunOptions:
 
     def dataset_kwargs(self) -> dict[str, Any]:
         """Options for the dataset builder: ``dataset_options`` plus ``data_files`` / ``test_size`` if set."""
-        options = dict(self.dataset_options)
-        for name in ("data_files", "test_size"):
-            if getattr(self, name) is not None:
-                options[name] = getattr(self, name)
-        return options
+        given = {"data_files": self.data_files, "test_size": self.test_size}
+        return {**self.dataset_options, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _configurable_fields() -> dict[str, dataclasses.Field]:
+    """The ``DPOConfig`` init fields that ``TrainConfig`` takes under their own name."""
+    skip = _RENAMED.keys() | _NOT_CONFIGURABLE
+    return {f.name: f for f in dataclasses.fields(DPOConfig) if f.init and f.name not in skip}
 
 
 def _train_config_class() -> type[RunOptions]:
@@ -164,24 +154,17 @@ def _train_config_class() -> type[RunOptions]:
 
     hints = typing.get_type_hints(DPOConfig)
     own = {f.name for f in dataclasses.fields(RunOptions)}
-    extra = []
-    for f in dataclasses.fields(DPOConfig):
-        if not f.init or f.name in _RENAMED or f.name in _NOT_CONFIGURABLE or f.name in own:
-            continue
-        extra.append(
-            (
-                f.name,
-                hints[f.name],
-                field(default=f.default, default_factory=f.default_factory, metadata=f.metadata),
-            )
-        )
-    aliases = {"beta": "dpo_beta", "output_dir": "log_path"}
+    extra = [
+        (n, hints[n], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+        for n, f in _configurable_fields().items()
+        if n not in own
+    ]
     return dataclasses.make_dataclass(
         "TrainConfig",
         extra,
         bases=(RunOptions,),
         namespace={
-            "__config_aliases__": aliases,
+            "__config_aliases__": {"beta": "dpo_beta", "output_dir": "log_path"},
             # TRL / alignment-handbook keys (hf_dpo/run/aliases.py): resolved before typing, named in hints
             "__config_resolver__": staticmethod(_aliases.resolve_aliases),
             "__config_other_names__": _aliases.alias_names(),
@@ -235,8 +218,7 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
             f"log_path {str(path)!r} is not writable ({problem}); choose a log_path in a directory you can "
             "write to"
         )
-    holder = lock_holder(path)
-    if holder is not None:
+    if (holder := lock_holder(path)) is not None:
         raise RunSetupError(busy_message(path, holder))
     found = path.iterdir() if path.is_dir() else []
     entries = sorted(p.name for p in found if not p.name.startswith(_PROBE_PREFIX) and p.name != LOCK_FILE)
@@ -260,8 +242,7 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
                 "raise on_policy.num_rounds to go on, or use resume=overwrite to start over."
             )
         return None, True
-    done = finished_step(path, config.max_steps, config.num_train_epochs)
-    if done is not None:
+    if (done := finished_step(path, config.max_steps, config.num_train_epochs)) is not None:
         raise RunAlreadyComplete(
             f"the run in log_path {str(path)!r} is already complete (step {done}, final/ written); "
             "nothing to do. Raise max_steps / num_train_epochs to train further, or use resume=overwrite "
@@ -286,10 +267,8 @@ def _write_problem(directory: Path) -> str | None:
         probe = tempfile.mkdtemp(prefix=_PROBE_PREFIX, dir=directory)
     except OSError as e:
         return f"cannot create anything in {str(directory)!r}: {e.strerror or e}"
-    try:
+    with contextlib.suppress(OSError):  # writable all the same; a leftover empty probe is ignored
         os.rmdir(probe)
-    except OSError:
-        pass  # writable all the same; a leftover empty probe directory is ignored by the check above
     return None
 
 
@@ -339,11 +318,11 @@ def load_data(config: Any) -> Any:
         raise RunSetupError(f"dataset={config.dataset!r}: {e}") from None
     options = {}
     for key, value in config.dataset_kwargs().items():
-        key_name = key if key in ("data_files", "test_size") else f"dataset_options.{key}"
-        options[key] = coerce_value(value, hints[key], key_name) if key in hints else value
+        name = key if key in ("data_files", "test_size") else f"dataset_options.{key}"
+        options[key] = coerce_value(value, hints[key], name) if key in hints else value
     try:
-        data = build_preference_dataset(config.dataset, **options)
-    except (ValueError, OSError, FileNotFoundError) as e:
+        return build_preference_dataset(config.dataset, **options)
+    except (ValueError, OSError) as e:  # FileNotFoundError included
         raise RunSetupError(f"cannot build dataset {config.dataset!r}: {e}") from e
     except Exception as e:  # datasets raises its own types for unreadable files
         if type(e).__module__.startswith(("datasets", "pyarrow", "json")):
@@ -352,15 +331,13 @@ def load_data(config: Any) -> Any:
                 "Check data_files (path, format, JSON lines)."
             ) from e
         raise
-    return data
 
 
 def prepare(config: Any) -> _Prepared:
     """Every check and load that can fail on bad input, before anything is written to log_path."""
     checkpoint, existing = _check_log_path(config)
     _check_model_name(config.model_name)
-    problems = preflight_problems(config)  # packages the config needs, Hub access for push_to_hub
-    if problems:
+    if problems := preflight_problems(config):  # packages the config needs, Hub access for push_to_hub
         raise RunSetupError("pre-flight check failed; nothing was written:\n  " + "\n  ".join(problems))
     try:
         args = config.dpo_config()
@@ -376,34 +353,24 @@ def prepare(config: Any) -> _Prepared:
             get_renderer(args.renderer_name, tokenizer)
         except ValueError as e:
             raise RunSetupError(f"renderer_name={args.renderer_name!r}: {e}") from None
-    on_policy = None
+    setup = None
     if config.on_policy is not None:
         from hf_dpo.on_policy.rounds import setup_on_policy
 
         try:
-            on_policy = setup_on_policy(config, args, tokenizer)
+            setup = setup_on_policy(config, args, tokenizer)
         except (ValueError, OSError) as e:
             raise RunSetupError(f"on_policy: {e}") from e
         train_dataset = eval_dataset = None
     else:
         train_dataset, eval_dataset = _pairs(config, args)
-    from hf_dpo.modeling.loading import load_causal_lm
-
     try:
-        model = load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
+        model = modeling.load_causal_lm(config.model_name, **(args.model_init_kwargs or {}))
     except (OSError, ValueError, ImportError, RuntimeError) as e:  # also: QLoRA without bitsandbytes / GPU
         raise RunSetupError(f"cannot load model_name {config.model_name!r}: {e}") from e
-    peft_config = config.peft.to_peft_config() if config.peft is not None else None
+    peft = config.peft.to_peft_config() if config.peft is not None else None
     return _Prepared(
-        args,
-        tokenizer,
-        train_dataset,
-        eval_dataset,
-        model,
-        peft_config,
-        checkpoint,
-        existing,
-        on_policy=on_policy,
+        args, tokenizer, train_dataset, eval_dataset, model, peft, checkpoint, existing, on_policy=setup
     )
 
 
@@ -456,8 +423,7 @@ def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResul
 def _make_trainer(
     config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]
 ) -> tuple[Any, StopOnSignal]:
-    """The run's ``DPOTrainer`` with its output callbacks (metrics file, plots, console table) and a signal
-    handler that stops at the next step boundary."""
+    """The run's ``DPOTrainer``, its output callbacks and a signal handler that stops at a step boundary."""
     from hf_dpo.run.console import MetricsTableCallback
     from hf_dpo.run.outputs import MetricsFileCallback, PlotCallback
     from hf_dpo.run.reporting import route_test_metrics
@@ -490,10 +456,10 @@ def _make_trainer(
 def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[TrainerCallback]) -> RunResult:
     from hf_dpo.run.model_card import write_model_card
 
+    final_dir = log_path / FINAL_DIR
     if prep.on_policy is not None:
         from hf_dpo.on_policy.rounds import run_rounds
 
-        final_dir = log_path / FINAL_DIR
         make = lambda p, d: _make_trainer(config, p, d, callbacks)  # noqa: E731
         metrics = run_rounds(config, prep, log_path, final_dir, make)
         return RunResult(None, log_path, final_dir, metrics, {})
@@ -512,8 +478,6 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
         raise TrainingInterrupted(stop.signum, step, str(log_path / f"{PREFIX_CHECKPOINT_DIR}-{step}"))
     eval_metrics = _final_eval(trainer) if prep.eval_dataset is not None else {}
     train_metrics = _last_train_log(trainer.state.log_history)
-
-    final_dir = log_path / FINAL_DIR
     staging = log_path / f".{FINAL_DIR}-staging"
     finite.check_weights(trainer.model, f"{final_dir}")
     if trainer.is_world_process_zero():
@@ -587,15 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(TrainConfig, argv)
         run(config)
-    except (ConfigError, RunSetupError) as e:
+    except (ConfigError, RunSetupError, FloatingPointError) as e:  # a non-finite loss or weights: 1
         print(f"hf-dpo-train: error: {e}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, FloatingPointError) else 2
     except RunAlreadyComplete as e:
         print(f"hf-dpo-train: {e}", file=sys.stderr)
         return 0
-    except FloatingPointError as e:
-        print(f"hf-dpo-train: error: {e}", file=sys.stderr)
-        return 1
     except TrainingInterrupted as e:
         print(f"hf-dpo-train: {e}; continue with resume=auto", file=sys.stderr)
         return e.exit_code

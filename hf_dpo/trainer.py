@@ -54,31 +54,18 @@ def _warn_if_unmasked(columns: Any, args: DPOConfig, split: str) -> None:
 
 
 class DPOTrainer(Trainer):
-    """Direct Preference Optimization on top of ``transformers.Trainer``, a drop-in for ``trl.DPOTrainer``.
-
-    The positional order is TRL 1.16's: ``model, ref_model, args, data_collator, train_dataset, eval_dataset,
-    processing_class, compute_metrics, callbacks, optimizers, quantization_config, peft_config``.
+    """Direct Preference Optimization on top of ``transformers.Trainer``, a drop-in for ``trl.DPOTrainer``
+    (TRL 1.16's positional order).
 
     Args:
-        model: a causal LM, or a hub id / local path / ``.gguf`` file to load (with
-            ``args.model_init_kwargs``; float32 unless they set ``dtype``).
-        ref_model: the frozen reference policy. None: an in-memory frozen copy of ``model`` (or, with PEFT,
-            the policy with its adapters disabled).
-        args: ``DPOConfig`` (a ``trl.DPOConfig`` is refused with the conversion to use).
-        train_dataset, eval_dataset: ``Dataset`` or streaming ``IterableDataset`` rows with
-            ``prompt``/``chosen``/``rejected`` (text or conversational, optionally ``tools`` and
-            ``chat_template_kwargs``; see ``hf_dpo.tokens.tokenization``) or already tokenized
-            ``prompt_ids``/``chosen_ids``/``rejected_ids``. ``train_dataset`` may be None for evaluation only.
-        processing_class: the tokenizer (loaded from ``model`` if None).
-        data_collator: defaults to ``DPODataCollator`` with ``choose_layout(..., args.batch_layout)``; any
-            other collator (e.g. ``DataCollatorForPreference``, TRL's form) is read through ``as_pair_batch``.
-        compute_metrics: called on ``EvalPrediction(predictions=logits, label_ids=input_ids)`` of the
-            evaluated policy, rows ``[prompt+chosen_1..B ; prompt+rejected_1..B]`` right-padded, as TRL 1.16
-            (an extra forward pass per eval batch; reduce the logits with ``preprocess_logits_for_metrics``).
-        callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics: as ``Trainer``.
-        quantization_config: a ``BitsAndBytesConfig`` for loading ``model`` by name (QLoRA with
-            ``peft_config``); same as ``model_init_kwargs={"quantization_config": ...}``.
-        peft_config: a ``peft.PeftConfig``; the model is wrapped with ``get_peft_model``.
+        model: a causal LM, or a hub id / local path / ``.gguf`` file (loaded with ``model_init_kwargs``).
+        ref_model: the frozen reference. None: a frozen copy of ``model`` (with PEFT: adapters disabled).
+        train_dataset, eval_dataset: ``Dataset``/``IterableDataset`` of ``prompt``/``chosen``/``rejected``
+            rows (text or conversational) or tokenized ``*_ids``; ``train_dataset=None``: evaluation only.
+        data_collator: default ``DPODataCollator``; any other collator is read through ``as_pair_batch``.
+        compute_metrics: called on the policy's logits of right-padded ``[chosen rows; rejected rows]`` and
+            their ``input_ids``, as TRL 1.16 (an extra forward per eval batch).
+        quantization_config, peft_config: ``BitsAndBytesConfig`` for loading by name; ``peft.PeftConfig``.
     """
 
     _tag_names = ["dpo", "hf_dpo"]
@@ -143,7 +130,7 @@ class DPOTrainer(Trainer):
         self._init_step_state(args)
 
     def _init_step_state(self, args: DPOConfig) -> None:
-        """What the steps accumulate: metric sums per split, the NaN policy's count, the log window."""
+        """Metric sums per split, the non-finite step count, the log window."""
         self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
         self._nonfinite = finite.NonFiniteSteps(0 if self.is_deepspeed_enabled else args.max_nonfinite_steps)
         self._log_window = _LogWindow()
@@ -152,8 +139,7 @@ class DPOTrainer(Trainer):
     def _default_collator(
         self, model: Any, ref_model: Any, tokenizer: Any, args: DPOConfig, compute_metrics: Any
     ) -> DPODataCollator:
-        """The fastest layout exact for both models, its mask form decided once; with ``compute_metrics``
-        also the padded collator of evaluation (TRL's EvalPrediction holds padded [chosen; rejected] rows)."""
+        """The fastest exact layout for both models; with ``compute_metrics``, also the padded eval one."""
         pad_id = pad_token_id_for(tokenizer)
         if compute_metrics is not None:
             self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
@@ -172,7 +158,7 @@ class DPOTrainer(Trainer):
             )
 
     def _build_objective(self) -> Objective:
-        """The run's ``Objective``, built once from ``args``, with the MoE router auxiliary loss."""
+        """The run's ``Objective``, with the MoE router auxiliary loss."""
         args: DPOConfig = self.args
         if isinstance(self.reference, NoReference) and (args.sync_ref_model or args.precompute_ref_log_probs):
             raise ValueError(
@@ -182,8 +168,8 @@ class DPOTrainer(Trainer):
         return Objective.from_args(args, router_aux_loss_coef=router_aux_coef(self.model, args))
 
     def _place_reference(self) -> None:
-        """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device; with
-        ``precompute_ref_log_probs``, answer from precomputed dataset columns."""
+        """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device, then
+        precompute its log-probs with ``precompute_ref_log_probs``."""
         if isinstance(self.reference, NoReference):
             return
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
@@ -208,18 +194,20 @@ class DPOTrainer(Trainer):
 
     @property
     def ref_model(self) -> torch.nn.Module | None:
-        """The separate frozen reference model, as in TRL: None with PEFT (the reference is the policy with
-        its adapter disabled) and with ``precompute_ref_log_probs`` unless ``ref_model`` was given."""
+        """The separate frozen reference model, as in TRL: None with PEFT and (unless given) with
+        ``precompute_ref_log_probs``."""
         return getattr(getattr(self.reference, "source", self.reference), "model", None)
 
     @staticmethod
     def _tokenize(dataset: Any, tokenizer: Any, args: DPOConfig, split: str) -> Any:
         """Raw rows -> token ids (idempotent: tokenized datasets and ``Trainer``'s split names pass through).
-        A streaming ``IterableDataset`` is tokenized lazily, row for row as a map-style one."""
+        A streaming ``IterableDataset`` is tokenized lazily."""
         if isinstance(dataset, dict):
             return {k: DPOTrainer._tokenize(v, tokenizer, args, f"{split}[{k}]") for k, v in dataset.items()}
         if dataset is None or isinstance(dataset, str):
             return dataset
+        lengths = (args.max_length, args.max_prompt_length)
+        options = {"truncation_mode": args.truncation_mode, "assistant_only_loss": args.assistant_only_loss}
         if isinstance(dataset, IterableDataset):
             first = next(iter(dataset), None)
             if first is None or set(TOKEN_COLUMNS) <= set(first):
@@ -227,16 +215,7 @@ class DPOTrainer(Trainer):
                     _warn_if_unmasked(first, args, split)
                 return dataset
             renderer = select_renderer(first, tokenizer, args.renderer_name)
-            return tokenize_iterable(
-                dataset,
-                tokenizer,
-                renderer,
-                args.max_length,
-                args.max_prompt_length,
-                split,
-                args.truncation_mode,
-                args.assistant_only_loss,
-            )
+            return tokenize_iterable(dataset, tokenizer, renderer, *lengths, split_name=split, **options)
         if set(TOKEN_COLUMNS) <= set(dataset.column_names):
             _warn_if_unmasked(dataset.column_names, args, split)
             return dataset
@@ -245,21 +224,12 @@ class DPOTrainer(Trainer):
         renderer = select_renderer(dataset[0], tokenizer, args.renderer_name)
         with args.main_process_first(desc=f"tokenizing {split}"):
             tokenized, _ = tokenize_dataset(
-                dataset,
-                tokenizer,
-                renderer,
-                args.max_length,
-                args.max_prompt_length,
-                args.dataset_num_proc,
-                split,
-                args.truncation_mode,
-                args.assistant_only_loss,
+                dataset, tokenizer, renderer, *lengths, args.dataset_num_proc, split_name=split, **options
             )
         return tokenized
 
     def _set_signature_columns_if_needed(self) -> None:
-        """The columns ``remove_unused_columns=True`` keeps: the collator's (token ids and precomputed
-        reference log-probs), not the model's forward arguments, so TRL's setting is harmless."""
+        """``remove_unused_columns=True`` keeps the collator's columns, not the model's forward arguments."""
         if self._signature_columns is None:
             self._signature_columns = [*TOKEN_COLUMNS, *MASK_COLUMNS, *REF_COLUMNS]
 
@@ -282,13 +252,9 @@ class DPOTrainer(Trainer):
 
     @contextlib.contextmanager
     def _eval_collator(self) -> Iterator[None]:
-        """With ``compute_metrics``, evaluation batches use the padded layout: one row per sequence, so the
-        logits given to ``compute_metrics`` line up with ``input_ids`` as in TRL."""
-        collator = getattr(self, "_metrics_collator", None)
-        if collator is None:
-            yield
-            return
-        default, self.data_collator = self.data_collator, collator
+        """With ``compute_metrics``, eval batches are padded (so logits line up with ``input_ids``)."""
+        default, collator = self.data_collator, getattr(self, "_metrics_collator", None)
+        self.data_collator = default if collator is None else collator
         try:
             yield
         finally:
@@ -302,38 +268,28 @@ class DPOTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean loss of the batch (``hf_dpo.scoring.score_batch`` with the run's ``objective``: the preference
-        loss, times the WPO weights with ``use_weighting``, plus ``rpo_alpha`` · NLL and the MoE router loss).
-        During training, per-pair losses
-        are summed and divided by the pairs of the whole optimizer step across processes
-        (``num_items_in_batch``), times the process count (data-parallel backends average gradients), so
-        every pair weighs the same under gradient accumulation and uneven batches."""
-        args: DPOConfig = self.args
-        offload = args.activation_offloading and torch.is_grad_enabled() and model.training
-        offloading = (
-            torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
-            if offload
-            else contextlib.nullcontext()
-        )
+        """Mean loss of the batch (``score_batch`` under the run's ``objective``). In training, per-pair
+        losses are summed, divided by the step's pairs over all processes (``num_items_in_batch``) and times
+        the process count, so every pair weighs the same under accumulation and uneven batches."""
+        offloading = contextlib.nullcontext()
+        if self.args.activation_offloading and torch.is_grad_enabled() and model.training:
+            offloading = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
         with offloading:  # activation_offloading: tensors saved for backward wait in CPU memory
             scores = score_batch(model, self.reference, inputs, self.objective, self.accelerator.autocast)
         self._metric_sums["train" if model.training else "eval"].add(scores.metric_sums(inputs["num_tokens"]))
-        losses = scores.losses
+        losses, dpo = scores.losses, scores.dpo
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
             loss = losses.sum() / num_items_in_batch * self.accelerator.num_processes
         if return_outputs:
-            return loss, {
-                "chosen_rewards": scores.dpo.chosen_rewards,
-                "rejected_rewards": scores.dpo.rejected_rewards,
-            }
+            return loss, {"chosen_rewards": dpo.chosen_rewards, "rejected_rewards": dpo.rejected_rewards}
         return loss
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
         """Pairs in the whole optimizer step, summed over processes (one collective per step)."""
         pairs = torch.tensor(float(sum(b["num_pairs"] for b in batch_samples)), device=device)
-        return self.accelerator.reduce(pairs, "sum") if self.accelerator.num_processes > 1 else pairs
+        return self._all_reduce_sum(pairs)
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
@@ -344,16 +300,14 @@ class DPOTrainer(Trainer):
         return loss
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        """Trainer's optimizer; float16 weights are updated through float32 master copies (``hf_dpo.run.
-        master_weights``) unless DeepSpeed or FSDP manage precision themselves."""
+        """Trainer's optimizer, with float32 master copies of float16 weights unless DeepSpeed/FSDP."""
         optimizer = super().create_optimizer(model)
         if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             use_float32_master_weights(optimizer)
         return optimizer
 
     def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
-        """Trainer's norm of the step's gradients; when it is NaN/inf the step is skipped: with no gradients,
-        ``optimizer.step()`` leaves every weight and its optimizer state as it was (``hf_dpo.run.finite``)."""
+        """Trainer's gradient norm; when NaN/inf the gradients are dropped, so the step changes nothing."""
         grad_norm = super()._get_grad_norm(model, grad_norm)
         if self._nonfinite.skip(grad_norm, self.state.global_step, self.accelerator.scaler):
             model.zero_grad(set_to_none=True)
@@ -366,9 +320,8 @@ class DPOTrainer(Trainer):
         prediction_loss_only: bool,
         ignore_keys: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The DPO loss; with ``compute_metrics`` (and not ``prediction_loss_only``), also the policy logits
-        (2B, T, V) and their ``input_ids`` (2B, T) as TRL 1.16 returns them (padded rows: ``_eval_collator``).
-        Without ``compute_metrics`` the logits are not built: ``predict`` returns the loss only."""
+        """The DPO loss; with ``compute_metrics`` (and not ``prediction_loss_only``) also the policy logits
+        (2B, T, V) and their ``input_ids`` (2B, T), as TRL 1.16."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
@@ -382,9 +335,8 @@ class DPOTrainer(Trainer):
         self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
     ) -> dict:
         """``Trainer.evaluate`` plus the DPO metrics under ``metric_key_prefix`` and ``test/nll``."""
-        eval_dataset = self._with_reference(
-            self._tokenize(eval_dataset, self.processing_class, self.args, "eval")
-        )
+        eval_dataset = self._tokenize(eval_dataset, self.processing_class, self.args, "eval")
+        eval_dataset = self._with_reference(eval_dataset)
         if not isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
             self._metric_sums["eval"] = MetricSums()  # drop anything a predict() call left behind
             self._eval_prefix = metric_key_prefix
@@ -431,8 +383,7 @@ class DPOTrainer(Trainer):
             super()._save(output_dir, state_dict)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        """Trainer's checkpoint, written under a staging name and renamed when complete (never from
-        non-finite weights); see ``hf_dpo.run.checkpoints``."""
+        """Trainer's checkpoint, staged and renamed when complete (``hf_dpo.run.checkpoints``)."""
         if trial is not None:
             return super()._save_checkpoint(model, trial)
         with staged_checkpoint(self) as self._checkpoint_root:
@@ -457,8 +408,7 @@ class DPOTrainer(Trainer):
 
 
 class _LogWindow(TrainerCallback):
-    """Start (optimizer step, wall time) of the current logging window; reset when training (re)starts, so
-    per-step averages stay right after resuming from a checkpoint."""
+    """Start (optimizer step, wall time) of the current logging window; reset when training (re)starts."""
 
     def __init__(self) -> None:
         self.step, self.time = 0, time.perf_counter()
@@ -468,8 +418,7 @@ class _LogWindow(TrainerCallback):
 
 
 def router_aux_coef(model: torch.nn.Module, args: DPOConfig) -> float:
-    """The weight of the MoE router load-balancing loss: ``router_aux_loss_coef``, else the model config's
-    (as TRL); 0 for dense models (where setting it is an error)."""
+    """The MoE router loss weight: ``router_aux_loss_coef``, else the model config's; 0 for dense models."""
     model_config = getattr(base_causal_lm(model), "config", None)
     text_config = model_config.get_text_config() if model_config is not None else None
     is_moe = hasattr(text_config, "output_router_logits")

@@ -1,26 +1,9 @@
 """Attention-backend facts and masks for the padding-free layouts (see ``hf_dpo.batching.layouts``).
 
-- ``attention_backend(model)``: the model's ``config._attn_implementation`` (``sdpa``, ``eager``, ...).
-- ``layout_support(model)``: which batch layouts the model and its backend compute exactly, with reasons.
-- ``MaskForm``: the form in which a layout's attention structure reaches the model: ``NONE`` (the layout's
-  own inputs suffice), ``BOOLEAN_4D`` (sdpa), ``ADDITIVE_4D`` (eager) or ``BLOCK_MASK`` (flex_attention:
-  a ``torch.nn.attention.flex_attention.BlockMask``, so fully masked 128x128 tiles are skipped).
-  ``decide_mask_form(model)`` picks the form of the prefix-shared layout's custom mask for one model;
-  ``choose_layout`` decides it once for its models and the layout stamps it on every batch
-  (``MASK_FORM_KEY``).
-- ``model_inputs(model, batch)``: the keyword arguments for the model call; for the prefix-shared layout it
-  turns the compact ``prefix_segment_ids``/``prefix_branch_ids`` columns into the 4D attention mask in the
-  batch's mask form (decided from ``model`` when the batch carries none), built on the batch's device, and
-  marks the (rows, length) dims of the inputs dynamic for ``torch.compile`` (a new batch shape then does not
-  recompile the model).
-
-transformers (``masking_utils._preprocess_mask_arguments``) passes any 4D mask, tensor or ``BlockMask``,
-through unchanged, and its flex_attention integration hands a ``BlockMask`` to ``flex_attention`` as the
-block mask.
-
-Packed rows need no mask: transformers 5.x detects packed sequences from ``position_ids`` that restart at 0
-when no 2D ``attention_mask`` is given (``masking_utils.find_packed_sequence_indices`` for sdpa / eager /
-flex_attention; ``position_ids``-based varlen kernels for flash_attention_*, batch size 1 only).
+``MaskForm`` is how a layout's attention structure reaches the model; ``model_inputs`` builds the
+prefix-shared 4D mask (tensor or flex_attention ``BlockMask``, both passed through unchanged by transformers'
+``masking_utils``) in the batch's form. Packed rows need no mask: transformers detects packed sequences from
+``position_ids`` that restart at 0 when no 2D ``attention_mask`` is given.
 """
 
 from __future__ import annotations
@@ -42,8 +25,7 @@ PROMPT, CHOSEN, REJECTED = 0, 1, 2
 MASK_FORM_KEY = "mask_form"  # batch key of the decided ``MaskForm`` (absent: decide from the model)
 
 DENSE_MASK_BACKENDS = ("sdpa", "eager")  # accept a custom 4D mask as it is
-BLOCK_SPARSE_BACKENDS = ("flex_attention",)  # take a BlockMask; packed detection builds one too
-CUSTOM_MASK_BACKENDS = DENSE_MASK_BACKENDS + BLOCK_SPARSE_BACKENDS
+CUSTOM_MASK_BACKENDS = (*DENSE_MASK_BACKENDS, "flex_attention")  # flex_attention takes a BlockMask
 
 
 def attention_backend(model: torch.nn.Module) -> str:
@@ -59,44 +41,33 @@ def is_varlen_backend(backend: str) -> bool:
 
 def _uses_masking_utils(model: torch.nn.Module) -> bool:
     """True if the model builds masks with ``transformers.masking_utils`` (packing, 4D pass-through)."""
-    for cls in type(base_causal_lm(model)).__mro__:
-        module = sys.modules.get(cls.__module__)
-        if module is not None and hasattr(module, "create_causal_mask"):
-            return True
-    return False
+    mro = type(base_causal_lm(model)).__mro__
+    return any(hasattr(sys.modules.get(cls.__module__), "create_causal_mask") for cls in mro)
 
 
 def _has_sliding_layers(model: torch.nn.Module) -> bool:
     config = getattr(base_causal_lm(model), "config", None)
-    layer_types = getattr(config, "layer_types", None) or ()
-    if any(t != "full_attention" for t in layer_types):
-        return True
-    return (
-        bool(getattr(config, "sliding_window", None))
-        and getattr(config, "use_sliding_window", True)
-        and (not layer_types)
-    )
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return any(t != "full_attention" for t in layer_types)
+    return bool(getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
 def layout_support(model: torch.nn.Module) -> dict[str, str | None]:
     """``{layout name: None if exact for this model, else the reason it is not}``."""
     backend = attention_backend(model)
-    masking = _uses_masking_utils(model)
-    support: dict[str, str | None] = {"padded": None}
-    if is_varlen_backend(backend):
-        support["packed"] = None
-    elif backend in DENSE_MASK_BACKENDS + BLOCK_SPARSE_BACKENDS and masking:
-        support["packed"] = None
-    else:
+    model_name = type(base_causal_lm(model)).__name__
+    takes_mask = backend in CUSTOM_MASK_BACKENDS and _uses_masking_utils(model)
+    support: dict[str, str | None] = {"padded": None, "packed": None, "prefix_shared": None}
+    if not (is_varlen_backend(backend) or takes_mask):
         support["packed"] = (
-            f"attention backend {backend!r} of {type(base_causal_lm(model)).__name__} cannot isolate packed "
-            "sequences "
+            f"attention backend {backend!r} of {model_name} cannot isolate packed sequences "
             "(needs sdpa, eager, flex_attention or flash_attention_* with transformers' masking_utils)"
         )
-    if backend not in CUSTOM_MASK_BACKENDS or not masking:
+    if not takes_mask:
         support["prefix_shared"] = (
             f"prefix_shared needs a custom 4D attention mask, which attention backend {backend!r} of "
-            f"{type(base_causal_lm(model)).__name__} does not accept; load the model with "
+            f"{model_name} does not accept; load the model with "
             "attn_implementation='flex_attention', 'sdpa' or 'eager', or use batch_layout='packed'"
         )
     elif _has_sliding_layers(model):
@@ -104,18 +75,12 @@ def layout_support(model: torch.nn.Module) -> dict[str, str | None]:
             "prefix_shared's 4D mask would replace the model's sliding-window masks; "
             "use batch_layout='packed'"
         )
-    else:
-        support["prefix_shared"] = None
     return support
 
 
 def prefix_shared_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> torch.Tensor:
-    """(R, 1, T, T) boolean mask, True where query q may attend key k.
-
-    q attends k iff both belong to the same pair of the row, k is not after q in the row, and k is a prompt
-    token or in q's own branch (chosen never sees rejected and vice versa). Padding (segment -1) attends only
-    to earlier padding, so no query row is fully masked.
-    """
+    """(R, 1, T, T) bool, True where q may attend k: same pair, k <= q, k a prompt token or in q's branch.
+    Padding (segment -1) attends to earlier padding, so no query row is fully masked."""
     seg_q, seg_k = segment_ids.unsqueeze(-1), segment_ids.unsqueeze(-2)
     br_q, br_k = branch_ids.unsqueeze(-1), branch_ids.unsqueeze(-2)
     length = segment_ids.shape[-1]
@@ -125,9 +90,8 @@ def prefix_shared_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> t
 
 
 def prefix_shared_block_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> Any:
-    """``prefix_shared_mask`` as a flex_attention ``BlockMask`` (B=R, H=1 broadcast, T x T), built on the ids'
-    device from a ``mask_mod`` over the (R, T) segment and branch ids; no (T, T) tensor is materialised
-    per row on CUDA, where ``create_block_mask`` is compiled."""
+    """``prefix_shared_mask`` as a flex_attention ``BlockMask`` (B=R, H=1 broadcast, T x T) on the ids' device
+    (``create_block_mask`` compiled on CUDA)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def mask_mod(b, h, q, k):  # the same predicate as prefix_shared_mask, one (q, k) at a time
@@ -142,8 +106,7 @@ def prefix_shared_block_mask(segment_ids: torch.Tensor, branch_ids: torch.Tensor
 
 
 class MaskForm(enum.Enum):
-    """How a batch's attention structure is handed to the model. A new form (e.g. a flex_attention
-    ``BlockMask``) is a new member, a case in ``decide_mask_form`` and one in ``build``."""
+    """How a batch's attention structure is handed to the model."""
 
     NONE = "none"  # the layout's inputs say it all: a 2D attention_mask (padded) or position_ids (packed)
     BOOLEAN_4D = "boolean_4d"  # (R, 1, T, T) bool, True where q may attend k: sdpa
@@ -172,11 +135,7 @@ _FORM_OF_BACKEND = {
 
 
 def decide_mask_form(model: torch.nn.Module) -> MaskForm:
-    """The form of the prefix-shared custom mask for ``model``'s attention backend.
-
-    Raises:
-        ValueError: the backend cannot take the custom mask exactly (the reason names the fix).
-    """
+    """The form of the prefix-shared custom mask for ``model``'s backend; ``ValueError`` if it has none."""
     reason = layout_support(model)["prefix_shared"]
     if reason is not None:
         raise ValueError(f"this batch uses the prefix_shared layout, but {reason}")
@@ -203,9 +162,7 @@ def model_inputs(model: torch.nn.Module, batch: Mapping[str, Any]) -> dict[str, 
 
 
 def _dynamic_rows_and_length(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Mark the rows and length dims of every input tensor ((R, T), or (R, 1, T, T) masks) dynamic, so a
-    ``torch.compile``d model compiles one graph for all batch shapes instead of one per shape (a no-op when
-    nothing is compiled). Size-1 rows still get their own graph: at most two after warm-up."""
+    """Mark the rows and length dims of every (R, T) / (R, 1, T, T) input dynamic for ``torch.compile``."""
     for tensor in inputs.values():
         if isinstance(tensor, torch.Tensor):
             for dim in (0, 1) if tensor.dim() == 2 else (0, 2, 3):

@@ -1,9 +1,4 @@
-"""Collators: tokenized preference pairs -> one batch of 2B sequences.
-
-``DPODataCollator`` yields hf_dpo's ``PairBatch`` in any layout; ``DataCollatorForPreference`` yields TRL's
-padded ``input_ids``/``attention_mask``/``completion_mask`` batch, which ``as_pair_batch`` turns into a
-``PairBatch`` (the trainer accepts either collator).
-"""
+"""Collators: tokenized preference pairs -> one batch of 2B sequences (hf_dpo's ``PairBatch`` or TRL's)."""
 
 from __future__ import annotations
 
@@ -16,22 +11,19 @@ import torch
 from hf_dpo.batching.layouts import BatchLayout, PairBatch, get_layout
 from hf_dpo.tokens.tokenization import REF_COLUMNS
 
-# Per-pair float columns passed through as (B,) tensors: precomputed reference log-probs.
-PAIR_FLOAT_COLUMNS = REF_COLUMNS
+
+def _add_ref_logps(batch: dict[str, Any], features: Sequence[Mapping[str, Any]]) -> None:
+    """Pass precomputed reference log-probs (``REF_COLUMNS``) through as (B,) float tensors."""
+    for column in REF_COLUMNS:
+        if column in features[0]:
+            batch[column] = torch.tensor([f[column] for f in features], dtype=torch.float32)
 
 
 class DPODataCollator:
-    """Collate pairs with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (lists of token ids).
+    """Collate pairs with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` into a ``PairBatch``.
 
-    Args:
-        pad_token_id: id written into padding positions (never scored, never attended to). Use
-            ``pad_token_id_for(tokenizer)`` for tokenizers without a pad token.
-        layout: a ``BatchLayout`` instance (which carries its own padding settings) or a registered layout
-            name (``"padded"``, ``"packed"``, ``"prefix_shared"``).
-        pad_to_multiple_of: with a layout name: round row lengths up to a multiple of this.
-
-    The batch holds the layout's keys (see ``hf_dpo.batching.layouts``) plus any
-    ``PAIR_FLOAT_COLUMNS`` present.
+    ``layout``: a ``BatchLayout`` (with its own padding settings) or a layout name, built with
+    ``pad_token_id`` (see ``pad_token_id_for``) and ``pad_to_multiple_of``.
     """
 
     def __init__(
@@ -52,9 +44,7 @@ class DPODataCollator:
                 "hf_dpo.tokens.tokenization first."
             )
         batch = self.layout(features)
-        for column in PAIR_FLOAT_COLUMNS:
-            if column in features[0]:
-                batch[column] = torch.tensor([f[column] for f in features], dtype=torch.float32)
+        _add_ref_logps(batch, features)
         return batch
 
 
@@ -81,20 +71,15 @@ class DataCollatorForPreference:
             raise ValueError(f"return_tensors={self.return_tensors!r}: only 'pt' (PyTorch) is supported.")
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        n = self.max_length
+        cut = slice(None)
+        if n is not None:
+            cut = slice(None, n) if self.truncation_mode == "keep_start" else slice(-n, None)
         rows, masks = [], []
         for key in ("chosen_ids", "rejected_ids"):
             for f in features:
-                ids = list(f["prompt_ids"]) + list(f[key])
-                mask = [0] * len(f["prompt_ids"]) + [1] * len(f[key])
-                if self.max_length is not None:
-                    cut = (
-                        slice(None, self.max_length)
-                        if self.truncation_mode == "keep_start"
-                        else slice(-self.max_length, None)
-                    )
-                    ids, mask = ids[cut], mask[cut]
-                rows.append(ids)
-                masks.append(mask)
+                rows.append((list(f["prompt_ids"]) + list(f[key]))[cut])
+                masks.append(([0] * len(f["prompt_ids"]) + [1] * len(f[key]))[cut])
         width = max(len(r) for r in rows)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -103,9 +88,7 @@ class DataCollatorForPreference:
             "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
             "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks]),
         }
-        for column in PAIR_FLOAT_COLUMNS:
-            if column in features[0]:
-                batch[column] = torch.tensor([f[column] for f in features], dtype=torch.float32)
+        _add_ref_logps(batch, features)
         return batch
 
 
@@ -142,7 +125,7 @@ def as_pair_batch(batch: Mapping[str, Any]) -> PairBatch:
         "num_pairs": input_ids.shape[0] // 2,
         "num_tokens": int(attention_mask.sum()),
     }
-    for column in PAIR_FLOAT_COLUMNS:
+    for column in REF_COLUMNS:
         if column in batch:
             out[column] = batch[column]  # type: ignore[literal-required]
     return out
@@ -160,7 +143,4 @@ class PairBatchCollator:
 
 def pad_token_id_for(tokenizer: Any) -> int:
     """The tokenizer's pad id, else its EOS id, else 0 (padding is masked out, so any id is safe)."""
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
+    return next((int(i) for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)

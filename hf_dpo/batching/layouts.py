@@ -1,6 +1,6 @@
 """Batch layouts: how a list of tokenized pairs becomes model inputs plus a map of the scored tokens.
 
-Every layout returns the same contract, so the trainer never needs to know which one is in use:
+Every layout returns a ``PairBatch``:
 
 - model inputs: ``input_ids`` (R, T) and ``attention_mask`` and/or ``position_ids`` (R, T);
 - ``target_index`` (N,): flat index into the (R·T) positions whose final hidden state predicts a completion
@@ -8,28 +8,8 @@ Every layout returns the same contract, so the trainer never needs to know which
   ordered ``[chosen_1..B ; rejected_1..B]``;
 - ``num_pairs`` (int B) and ``num_tokens`` (int, real tokens fed to the model).
 
-Per-sequence log-probs are then ``sum_by_sequence(logp(target_ids | hidden[target_index]), target_seq)``.
-Because targets are gathered by index, one position may score several targets (the prefix-shared layout
-scores the first chosen and the first rejected token from the same last prompt token), and the LM head only
-runs on completion positions.
-
-Layouts (``batch_layout``):
-
-- ``padded``: 2B rows, right-padded to the longest; works with every model.
-- ``packed``: the 2B sequences concatenated into rows with ``position_ids`` restarting at 0 per sequence
-  and no 2D ``attention_mask``, so transformers isolates the sequences; no pad tokens are computed except the
-  tail of shorter rows. ``row_tokens="all"`` puts everything in one row (best for flash / flex attention,
-  whose kernels skip cross-sequence blocks); ``"longest"`` bin-packs into rows no longer than the longest
-  sequence (best for dense-mask sdpa / eager: attention work never exceeds the padded layout's).
-- ``prefix_shared``: each pair is one sequence ``prompt + chosen + rejected``; rejected positions restart at
-  the end of the prompt and a custom mask (``hf_dpo.batching.attention.prefix_shared_mask``) hides chosen from
-  rejected, so each prompt is encoded once. Pairs are packed into rows like ``packed``.
-
-``choose_layout(models, requested)`` picks the fastest layout that is exact for the models' attention backend
-(on flex_attention: ``prefix_shared`` in one row with a block-sparse ``BlockMask``) and decides, once, the
-layout's ``mask_form`` (``hf_dpo.batching.attention.MaskForm``): how its attention structure reaches those
-models. A layout with a custom mask stamps the decided form on each batch (``MASK_FORM_KEY``); a layout built
-without ``choose_layout`` leaves it to the forward, which decides it from the model it runs.
+Per-sequence log-probs are ``sum_by_sequence(logp(target_ids | hidden[target_index]), target_seq)``; one
+position may score several targets (prefix_shared). Layouts and ``choose_layout``: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -45,7 +25,6 @@ from hf_dpo.batching.attention import (
     CHOSEN,
     DENSE_MASK_BACKENDS,
     MASK_FORM_KEY,
-    MODEL_INPUT_KEYS,
     PREFIX_BRANCH_KEY,
     PREFIX_SEGMENT_KEY,
     PROMPT,
@@ -57,29 +36,14 @@ from hf_dpo.batching.attention import (
     layout_support,
 )
 from hf_dpo.registry import Registry
-from hf_dpo.tokens.tokenization import MASK_COLUMNS
-
-__all__ = [
-    "MODEL_INPUT_KEYS",
-    "BatchLayout",
-    "PairBatch",
-    "PackedLayout",
-    "PaddedLayout",
-    "PrefixSharedLayout",
-    "available_layouts",
-    "choose_layout",
-    "get_layout",
-]
+from hf_dpo.tokens.tokenization import MASK_COLUMNS, TOKEN_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
 
 
 class PairBatch(TypedDict, total=False):
-    """The one batch record of every layout (shapes in the module docstring): the only contract between the
-    collator, the forward (``sequence_logps``), the reference and the loss. ``attention_mask`` and/or
-    ``position_ids`` by layout; ``prefix_segment_ids``/``prefix_branch_ids``/``mask_form`` for the
-    prefix-shared layout; ``ref_chosen_logps``/``ref_rejected_logps`` (B,) when the rows carry precomputed
-    reference log-probs; ``target_weight`` (N,) once LD-DPO weights are added."""
+    """The batch record of every layout (shapes in the module docstring); ``prefix_*``/``mask_form`` for
+    prefix_shared, ``ref_*_logps`` (B,) when precomputed, ``target_weight`` (N,) once LD-DPO weights apply."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -105,11 +69,7 @@ _LAYOUTS: Registry[type[BatchLayout]] = Registry("batch_layout")
 
 class BatchLayout(abc.ABC):
     """Strategy that lays out B pairs as model inputs; subclasses register themselves by ``name``.
-
-    ``mask_form``: how the layout's attention structure reaches the model. Layouts whose inputs say it all
-    have ``MaskForm.NONE``; a layout with a custom mask (``custom_mask``) starts undecided (None) until
-    ``choose_layout`` decides it for the models.
-    """
+    ``mask_form``: ``MaskForm.NONE``, or None for a ``custom_mask`` layout until ``choose_layout`` decides."""
 
     name: ClassVar[str]
     custom_mask: ClassVar[bool] = False
@@ -141,6 +101,19 @@ class BatchLayout(abc.ABC):
         return n if not m else -(-n // m) * m
 
 
+def _sequences(pairs: Sequence[Pair]) -> list[tuple[Sequence[int], Sequence[int]]]:
+    """The 2B (prompt, completion) sequences, ordered ``[chosen_1..B ; rejected_1..B]``."""
+    return [(p["prompt_ids"], p[key]) for key in ("chosen_ids", "rejected_ids") for p in pairs]
+
+
+def _targets(index: list[int], targets: list[int], seq: list[int]) -> dict[str, torch.Tensor]:
+    return {
+        "target_index": torch.tensor(index, dtype=torch.long),
+        "target_ids": torch.tensor(targets, dtype=torch.long),
+        "target_seq": torch.tensor(seq, dtype=torch.long),
+    }
+
+
 class PaddedLayout(BatchLayout):
     """2B rows ``[prompt_i + chosen_i]_i ; [prompt_i + rejected_i]_i``, right-padded to the longest row."""
 
@@ -148,10 +121,7 @@ class PaddedLayout(BatchLayout):
 
     def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
-        num_pairs = len(pairs)
-        rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
-            (p["prompt_ids"], p["rejected_ids"]) for p in pairs
-        ]
+        rows = _sequences(pairs)
         width = self._round_up(max(len(pr) + len(c) for pr, c in rows))
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -167,32 +137,24 @@ class PaddedLayout(BatchLayout):
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "target_index": torch.tensor(index, dtype=torch.long),
-            "target_ids": torch.tensor(targets, dtype=torch.long),
-            "target_seq": torch.tensor(seq, dtype=torch.long),
-            "num_pairs": num_pairs,
+            **_targets(index, targets, seq),
+            "num_pairs": len(pairs),
             "num_tokens": int(attention_mask.sum()),
         }
 
 
 def _drop_unscored_targets(batch: PairBatch, pairs: Sequence[Pair]) -> None:
-    """Remove the targets whose loss-mask entry is 0. Every layout lists a sequence's targets in completion
-    order, so the k-th target of sequence s is completion token k of s."""
-    masks = [p[MASK_COLUMNS[0]] for p in pairs] + [p[MASK_COLUMNS[1]] for p in pairs]
-    completions = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]
-    for s, (mask, ids) in enumerate(zip(masks, completions, strict=True)):
+    """Remove the targets whose loss-mask entry is 0 (a sequence's k-th target is its completion token k)."""
+    masks = [p[column] for column in MASK_COLUMNS for p in pairs]
+    for s, (mask, (_, ids)) in enumerate(zip(masks, _sequences(pairs), strict=True)):
         if len(mask) != len(ids):
             raise ValueError(
                 f"pair {s % len(pairs)} of the batch: {MASK_COLUMNS[s // len(pairs)]} has {len(mask)} "
                 f"entries for {len(ids)} completion tokens; tokenize with assistant_only_loss so both are "
                 "cut alike"
             )
-    seen = [0] * len(masks)
-    keep = []
-    for s in batch["target_seq"].tolist():
-        keep.append(bool(masks[s][seen[s]]))
-        seen[s] += 1
-    kept = torch.tensor(keep, dtype=torch.bool)
+    entries = [iter(mask) for mask in masks]  # each sequence's targets come in completion order
+    kept = torch.tensor([bool(next(entries[s])) for s in batch["target_seq"].tolist()], dtype=torch.bool)
     for key in ("target_index", "target_ids", "target_seq"):
         batch[key] = batch[key][kept]
 
@@ -227,12 +189,8 @@ def _check_prompts(pairs: Sequence[Pair], layout: str) -> None:
 
 
 class _RowPackingLayout(BatchLayout):
-    """Shared row packing of the padding-free layouts.
-
-    Args:
-        row_tokens: ``"all"`` (one row per micro-batch), ``"longest"`` (rows no longer than the longest packed
-            item, so dense-mask attention does no more work than the padded layout), or an int token budget.
-    """
+    """Shared row packing of the padding-free layouts; ``row_tokens``: ``"all"`` (one row), ``"longest"``
+    (rows no longer than the longest item) or an int token budget (see ``_assign_rows``)."""
 
     def __init__(
         self, pad_token_id: int, pad_to_multiple_of: int | None = None, row_tokens: str | int = "all"
@@ -255,9 +213,7 @@ class PackedLayout(_RowPackingLayout):
 
     def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         _check_prompts(pairs, self.name)
-        seqs = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [
-            (p["prompt_ids"], p["rejected_ids"]) for p in pairs
-        ]
+        seqs = _sequences(pairs)
         lengths = [len(pr) + len(c) for pr, c in seqs]
         rows, width = self._grid(lengths)
         ids: list[int] = []
@@ -281,9 +237,7 @@ class PackedLayout(_RowPackingLayout):
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long).view(len(rows), width),
             "position_ids": torch.tensor(pos, dtype=torch.long).view(len(rows), width),
-            "target_index": torch.tensor(index, dtype=torch.long),
-            "target_ids": torch.tensor(targets, dtype=torch.long),
-            "target_seq": torch.tensor(seq, dtype=torch.long),
+            **_targets(index, targets, seq),
             "num_pairs": len(pairs),
             "num_tokens": sum(lengths),
         }
@@ -292,12 +246,9 @@ class PackedLayout(_RowPackingLayout):
 class PrefixSharedLayout(_RowPackingLayout):
     """Each pair as one sequence ``prompt + chosen + rejected`` (prompt encoded once), pairs packed in rows.
 
-    Rejected tokens take positions ``len(prompt) + k`` (as if they followed the prompt directly) and attend
-    only to the prompt and earlier rejected tokens; the first rejected token is scored from the last prompt
-    token.
-    Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which
-    ``hf_dpo.batching.attention.model_inputs`` builds the 4D mask in the decided ``mask_form`` (also put in
-    the batch when decided).
+    Rejected tokens take positions ``len(prompt) + k`` and attend only to the prompt and earlier rejected
+    tokens. Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which ``model_inputs`` builds the
+    4D mask in the decided ``mask_form`` (also put in the batch when decided).
     """
 
     name = "prefix_shared"
@@ -316,11 +267,7 @@ class PrefixSharedLayout(_RowPackingLayout):
         for r, row in enumerate(rows):
             offset = r * width
             for j, i in enumerate(row):
-                prompt, chosen, rejected = (
-                    pairs[i]["prompt_ids"],
-                    pairs[i]["chosen_ids"],
-                    pairs[i]["rejected_ids"],
-                )
+                prompt, chosen, rejected = (pairs[i][column] for column in TOKEN_COLUMNS)
                 n_p, n_c, n_r = len(prompt), len(chosen), len(rejected)
                 ids.extend(prompt)
                 ids.extend(chosen)
@@ -349,9 +296,7 @@ class PrefixSharedLayout(_RowPackingLayout):
             "position_ids": torch.tensor(pos, dtype=torch.long).view(shape),
             PREFIX_SEGMENT_KEY: torch.tensor(segment, dtype=torch.long).view(shape),
             PREFIX_BRANCH_KEY: torch.tensor(branch, dtype=torch.long).view(shape),
-            "target_index": torch.tensor(index, dtype=torch.long),
-            "target_ids": torch.tensor(targets, dtype=torch.long),
-            "target_seq": torch.tensor(seq, dtype=torch.long),
+            **_targets(index, targets, seq),
             "num_pairs": num_pairs,
             "num_tokens": sum(lengths),
         }
@@ -373,12 +318,9 @@ def choose_layout(
     router_aux_loss: bool = False,
 ) -> BatchLayout:
     """The layout for ``models`` (policy, and reference if separate): ``requested``, or with ``"auto"`` the
-    fastest one that is exact for every model's attention backend (``LAYOUT_PREFERENCE``), logged once.
-    ``router_aux_loss``: the MoE router load-balancing loss is trained, which the model computes over the
-    tokens of a 2D ``attention_mask``, so only ``padded`` is exact.
-
-    Raises:
-        ValueError: unknown name, or a forced layout the backend cannot compute exactly (with the reason).
+    fastest one exact for every model's backend (``LAYOUT_PREFERENCE``), logged once, ``mask_form`` decided.
+    ``router_aux_loss``: the MoE router loss is trained, so only ``padded`` (2D ``attention_mask``) is exact.
+    ``ValueError`` for an unknown name, or a forced layout that is not exact (with the reason).
     """
     if isinstance(models, torch.nn.Module):
         models = [models]
@@ -404,9 +346,7 @@ def choose_layout(
         options["row_tokens"] = "all" if one_row else "longest"
     layout = get_layout(name, pad_token_id, pad_to_multiple_of, **options)
     if layout.custom_mask:
-        forms = {decide_mask_form(m) for m in models}
-        # Models that need different forms (e.g. an sdpa policy, an eager reference) stay undecided here:
-        # each forward then decides from its own model.
+        forms = {decide_mask_form(m) for m in models}  # several forms: each forward decides for its model
         layout.mask_form = forms.pop() if len(forms) == 1 else None
     if requested == "auto":
         skipped = {n: r for n, r in reasons.items() if r is not None}

@@ -1,8 +1,5 @@
-"""``arithmetic``: a small synthetic addition set generated in code (no download), for quick runs.
-
-"What is 37 + 48?" -> chosen "37 + 48 = 85.", rejected the same sentence with a wrong sum (off by 1, 2
-or 10, the usual slips). Both replies share every token but the answer, so the preference is easy to learn.
-"""
+"""``arithmetic``: a synthetic addition set generated in code (no download), for quick runs: "What is 37 +
+48?" -> chosen "37 + 48 = 85.", rejected the same sentence with a sum off by 1, 2 or 10."""
 
 from __future__ import annotations
 
@@ -47,12 +44,8 @@ class ArithmeticBuilder(DatasetBuilder):
             a, b = divmod(k, width)
             wrong = a + b + rng.choice(_SLIPS)
             rows.append({"a": a, "b": b, "wrong": wrong if wrong >= 0 else a + b + 1})
-        return datasets.DatasetDict(
-            {
-                "train": datasets.Dataset.from_list(rows[: self.num_train]),
-                "test": datasets.Dataset.from_list(rows[self.num_train :]),
-            }
-        )
+        splits = {"train": rows[: self.num_train], "test": rows[self.num_train :]}
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(r) for split, r in splits.items()})
 
     def convert_row(self, row: dict[str, Any]) -> PreferencePair | Skip:
         a, b = row["a"], row["b"]

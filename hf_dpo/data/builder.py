@@ -1,15 +1,6 @@
-"""The dataset-builder interface and the conversion that turns raw rows into preference pairs.
-
-A builder is a dataclass whose fields are its options, with two hooks:
-
-* ``load_raw() -> DatasetDict`` returns the source rows (splits ``train`` and, if it has one, ``test``);
-* ``convert_row(row) -> PreferencePair | Skip`` turns one source row into a pair, or says why not.
-
-:meth:`DatasetBuilder.build` runs ``convert_row`` over every row with a batched ``datasets.map`` (cached by
-fingerprint, ``num_proc`` aware), counts and logs the skips, carves a test split when the source has none,
-and returns TRL conversational columns: ``prompt`` (messages), ``chosen`` and ``rejected`` (one assistant
-message each).
-"""
+"""The dataset-builder interface: ``load_raw()`` gives the source splits, ``convert_row(row)`` turns each row
+into a :class:`PreferencePair` or a :class:`Skip`, and :meth:`DatasetBuilder.build` returns TRL conversational
+columns ``prompt`` / ``chosen`` / ``rejected`` (messages)."""
 
 from __future__ import annotations
 
@@ -53,15 +44,9 @@ class PreferenceData:
 class DatasetBuilder(abc.ABC):
     """Base class; subclass it as a dataclass (fields = options) and register it with ``register_builder``.
 
-    Options shared by all builders:
-
-    * ``path`` / ``config_name`` / ``data_dir``: ``datasets.load_dataset`` source (Hub id, local folder, or
-      a local ``.json``/``.jsonl``/``.csv``/``.parquet`` file);
-    * ``data_files``: local files instead (a path, a list, or ``{"train": ..., "test": ...}``);
-    * ``train_split`` / ``test_split``: source split names;
-    * ``test_size`` / ``seed``: carve a test split from train when the source has none
-      (a fraction, or a number of pairs; 0 = empty test split);
-    * ``num_proc``: processes for the conversion ``map``.
+    Shared options: ``path`` / ``config_name`` / ``data_dir`` (``load_dataset`` source) or ``data_files``;
+    ``train_split`` / ``test_split``; ``test_size`` / ``seed`` carve a test split from train when the source
+    has none (a fraction or a pair count; 0: empty); ``num_proc`` for the conversion ``map``.
     """
 
     name: ClassVar[str] = "builder"
@@ -76,7 +61,6 @@ class DatasetBuilder(abc.ABC):
     seed: int = 42
     num_proc: int | None = None
 
-    # -- hooks ----------------------------------------------------------------------------------------
     def load_raw(self) -> datasets.DatasetDict:
         """Source rows with splits ``train`` and, if the source has one, ``test``."""
         return self.select_splits(self.load_source())
@@ -85,7 +69,6 @@ class DatasetBuilder(abc.ABC):
     def convert_row(self, row: dict[str, Any]) -> PreferencePair | Skip:
         """One source row -> a pair, or ``Skip(reason)``; raise ``row_error`` for malformed rows."""
 
-    # -- loading helpers --------------------------------------------------------------------------------
     def load_source(self) -> datasets.DatasetDict:
         """``datasets.load_dataset`` on ``data_files`` (format from the extension) or ``path``."""
         if self.data_files is not None:
@@ -103,11 +86,8 @@ class DatasetBuilder(abc.ABC):
             ) from e
 
     def select_splits(self, raw: datasets.DatasetDict) -> datasets.DatasetDict:
-        """Rename the source's ``train_split``/``test_split`` to ``train``/``test``.
-
-        With ``data_files``, splits named ``train``/``test`` also count (a single file loads as ``train``);
-        ``data_files={"test": ...}`` alone gives an empty train split (a test set to evaluate on).
-        """
+        """Rename the source's ``train_split``/``test_split`` to ``train``/``test``; with ``data_files``,
+        splits named ``train``/``test`` also count, and a test-only file set has no train split."""
 
         def find(wanted: str | None, default: str) -> str | None:
             if wanted in raw:
@@ -127,7 +107,6 @@ class DatasetBuilder(abc.ABC):
             splits["test"] = raw[test_split]
         return datasets.DatasetDict(splits)
 
-    # -- conversion ---------------------------------------------------------------------------------------
     def build(self) -> PreferenceData:
         """Load, convert, count skips, carve a test split if needed."""
         raw = self.load_raw()
@@ -254,13 +233,11 @@ def load_files(data_files: Any) -> datasets.DatasetDict:
 
 def _file_format(data_files: str | Sequence[str] | Mapping[str, Any]) -> str:
     """``datasets`` loader name (json/csv/parquet) from the data files' extension."""
-    files: list[str] = []
-    for entry in data_files.values() if isinstance(data_files, Mapping) else [data_files]:
-        files.extend([entry] if isinstance(entry, str) else entry)
-    formats = {_FILE_FORMATS.get(_data_suffix(f)) for f in files}
+    names = files.file_names(data_files)
+    formats = {_FILE_FORMATS.get(_data_suffix(f)) for f in names}
     if len(formats) != 1 or None in formats:
         raise ValueError(
-            f"cannot tell the file format of {files}; use files ending in {sorted(_FILE_FORMATS)} "
+            f"cannot tell the file format of {names}; use files ending in {sorted(_FILE_FORMATS)} "
             "(one format for all files)"
         )
     return formats.pop()

@@ -1,12 +1,5 @@
-"""``custom``: any local JSON/JSONL/CSV/Parquet file, folder or Hub id with preference columns.
-
-Columns (rename others with ``column_map``, e.g. ``{"question": "prompt"}``):
-
-* ``prompt``: a string (one user message) or a message list; optional when ``chosen``/``rejected`` are
-  whole conversations (implicit prompt: their shared leading messages);
-* ``chosen`` / ``rejected``: a string (one assistant message), a one-message list ``[{"role":
-  "assistant", ...}]``, or the whole conversation (prompt messages + the reply).
-"""
+"""``custom``: any local JSON/JSONL/CSV/Parquet file, folder or Hub id with ``prompt`` (optional for whole
+conversations), ``chosen`` and ``rejected`` columns (see docs/datasets.md; rename with ``column_map``)."""
 
 from __future__ import annotations
 
@@ -28,10 +21,8 @@ _FIX = (
 @register_builder("custom")
 @dataclasses.dataclass(kw_only=True)
 class CustomBuilder(DatasetBuilder):
-    """Your own preference data; pass ``path=`` or ``data_files=``.
-
-    Skip reasons: ``empty_prompt`` (blank prompt string) and those of :func:`split_conversations`.
-    """
+    """Your own preference data (``path=`` or ``data_files=``); skip reasons: ``empty_prompt`` (blank prompt
+    string) and those of :func:`split_conversations`."""
 
     column_map: dict[str, str] | None = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +14,17 @@ _CHUNK = 1 << 24
 _PLAIN = {".json", ".jsonl", ".csv"}  # text formats we can read line by line (not compressed, not parquet)
 
 
-def local_files(data_files: str | list | Mapping[str, Any] | None) -> list[Path]:
-    """The existing local files among ``data_files`` (globs, URLs and Hub paths are left to ``datasets``)."""
+def file_names(data_files: str | Path | list | Mapping[str, Any] | None) -> list[str]:
+    """Every name in ``data_files``: a path, a list of them, or a split -> path(s) mapping."""
     if data_files is None:
         return []
     entries = data_files.values() if isinstance(data_files, Mapping) else [data_files]
-    files: list[Path] = []
-    for entry in entries:
-        for name in [entry] if isinstance(entry, (str, Path)) else entry:
-            path = Path(str(name)).expanduser()
-            if path.is_file():
-                files.append(path)
-    return files
+    return [str(name) for entry in entries for name in ([entry] if isinstance(entry, (str, Path)) else entry)]
+
+
+def local_files(data_files: str | list | Mapping[str, Any] | None) -> list[Path]:
+    """The existing local files among ``data_files`` (globs, URLs and Hub paths are left to ``datasets``)."""
+    return [path for name in file_names(data_files) if (path := Path(name).expanduser()).is_file()]
 
 
 def check_files(data_files: Any) -> None:
@@ -55,40 +54,30 @@ def _check_utf8(path: Path) -> None:
 
 def diagnose(data_files: Any) -> str | None:
     """After ``load_dataset`` failed: the first malformed line of a local JSON-lines or CSV file, if any."""
+    checks = {".csv": _csv_problem, ".jsonl": _json_lines_problem, ".json": _json_lines_problem}
     for path in local_files(data_files):
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            problem = _csv_problem(path)
-        elif suffix in (".jsonl", ".json") and not _starts_with(path, b"["):
-            problem = _json_lines_problem(path)
-        else:
-            continue
+        check = checks.get(path.suffix.lower())
+        problem = check(path) if check else None
         if problem:
             return f"data file {str(path)!r}, {problem}"
     return None
 
 
-def _starts_with(path: Path, prefix: bytes) -> bool:
-    with path.open("rb") as f:
-        return f.read(64).lstrip().startswith(prefix)
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8") as f:
-        yield from enumerate(f, start=1)
-
-
 def _json_lines_problem(path: Path) -> str | None:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            cut = " (the line is cut off)" if not line.endswith("\n") else ""
-            return f"line {number}: not valid JSON{cut}: {e.msg}; each line must be one JSON object"
-        if not isinstance(row, dict):
-            return f'line {number}: a JSON {type(row).__name__}, not an object {{"prompt": ..., ...}}'
+    with path.open(encoding="utf-8") as f:
+        if f.read(64).lstrip().startswith("["):  # one JSON array, not JSON lines
+            return None
+        f.seek(0)
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                cut = " (the line is cut off)" if not line.endswith("\n") else ""
+                return f"line {number}: not valid JSON{cut}: {e.msg}; each line must be one JSON object"
+            if not isinstance(row, dict):
+                return f'line {number}: a JSON {type(row).__name__}, not an object {{"prompt": ..., ...}}'
     return None
 
 

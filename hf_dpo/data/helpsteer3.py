@@ -1,8 +1,5 @@
-"""``helpsteer3``: nvidia/HelpSteer3, ``preference`` subset.
-
-Rows: ``context`` (messages ending with a user turn), ``response1``, ``response2`` and
-``overall_preference`` in -3..3 (negative: response1 is better, positive: response2, 0: tie).
-"""
+"""``helpsteer3``: nvidia/HelpSteer3 ``preference`` rows: ``context`` (messages ending with a user turn),
+``response1``, ``response2`` and ``overall_preference`` in -3..3 (negative: response1 is better)."""
 
 from __future__ import annotations
 
@@ -19,12 +16,9 @@ _FIX = "HelpSteer3 preference rows need context, response1, response2 and overal
 @register_builder("helpsteer3")
 @dataclasses.dataclass(kw_only=True)
 class HelpSteer3Builder(DatasetBuilder):
-    """nvidia/HelpSteer3 ``preference``; the ``validation`` split is the test split.
-
-    ``min_preference_strength`` k keeps only rows with ``|overall_preference| >= k`` (default 1).
-    Skip reasons: ``tie`` (``overall_preference == 0``: no response is preferred, so there is no pair),
-    ``weak_preference`` (``0 < |overall_preference| < k``), ``empty_reply``, ``chosen_equals_rejected``.
-    """
+    """nvidia/HelpSteer3 ``preference`` (test split: ``validation``), rows with ``|overall_preference| >=
+    min_preference_strength``. Skips: ``tie`` (0: no pair), ``weak_preference`` (below the strength),
+    ``empty_reply``, ``chosen_equals_rejected``."""
 
     path: str | None = "nvidia/HelpSteer3"
     config_name: str | None = "preference"

@@ -1,9 +1,6 @@
-"""``hhh``: Anthropic/hh-rlhf, ``{"chosen": transcript, "rejected": transcript}`` rows.
-
-A transcript is ``"\\n\\nHuman: ...\\n\\nAssistant: ...(\\n\\nHuman: ...\\n\\nAssistant: ...)*"``. It is split
-on the turn markers only (a ``"Human:"`` inside a turn stays text); the prompt is every turn before the
-final assistant reply, and must be the same in ``chosen`` and ``rejected``.
-"""
+"""``hhh``: Anthropic/hh-rlhf rows ``{"chosen": transcript, "rejected": transcript}``, each transcript
+(``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) split on the turn markers only (a ``"Human:"`` inside a turn
+stays text); the prompt is every turn before the final assistant reply."""
 
 from __future__ import annotations
 
@@ -37,12 +34,8 @@ def parse_transcript(text: str, field: str) -> list[Message]:
 @register_builder("hhh")
 @dataclasses.dataclass(kw_only=True)
 class HHRLHFBuilder(DatasetBuilder):
-    """Anthropic/hh-rlhf: all four subsets, or one with ``data_dir`` (e.g. ``"harmless-base"``).
-
-    Skip reasons (see :func:`split_conversations`): ``no_final_reply``, ``empty_prompt``,
-    ``prompt_mismatch`` (chosen and rejected differ before the final reply), ``empty_reply``,
-    ``chosen_equals_rejected`` (identical final replies).
-    """
+    """Anthropic/hh-rlhf: all four subsets, or one with ``data_dir`` (e.g. ``"harmless-base"``); skip reasons:
+    those of :func:`split_conversations`."""
 
     path: str | None = "Anthropic/hh-rlhf"
 

@@ -34,6 +34,7 @@ from hf_dpo.tokens.tokenization import tokenize_row
 
 OPEN, CLOSE = "[[", "]]"  # marks trained tokens when colour is not available
 PERCENTILES = (50, 90, 99)
+PARTS = ("prompt", "chosen", "rejected")
 
 
 @dataclasses.dataclass
@@ -74,27 +75,24 @@ def measure(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
     renderer: Renderer,
-    max_length: int | None,
-    max_prompt_length: int | None,
+    args: InspectArgs,
     num_proc: int | None,
 ) -> datasets.Dataset:
     """Per pair: untruncated token lengths, which parts truncation cuts, and any tokenization skip."""
 
-    parts = ("prompt", "chosen", "rejected")
-
     def measure_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {"skip": [], "cut": [], **{part: [] for part in parts}}
+        out: dict[str, list] = {"skip": [], "cut": [], **{part: [] for part in PARTS}}
         for j, index in enumerate(indices):
             row = {key: values[j] for key, values in batch.items()}
             # Two calls so that truncation stays the tokenizer's own rule (nothing re-implemented here).
             full = tokenize_row(row, index, tokenizer, renderer, None, None)
-            cut = tokenize_row(row, index, tokenizer, renderer, max_length, max_prompt_length)
+            cut = tokenize_row(row, index, tokenizer, renderer, args.max_length, args.max_prompt_length)
             skip = next((result for result in (full, cut) if isinstance(result, str)), "")
             out["skip"].append(skip)
-            for part in parts:
+            for part in PARTS:
                 out[part].append(0 if skip else len(full[f"{part}_ids"]))
             out["cut"].append(
-                [] if skip else [p for p in parts if len(cut[f"{p}_ids"]) < len(full[f"{p}_ids"])]
+                [] if skip else [p for p in PARTS if len(cut[f"{p}_ids"]) < len(full[f"{p}_ids"])]
             )
         return out
 
@@ -122,7 +120,7 @@ def report(args: InspectArgs, builder: DatasetBuilder, console: Console) -> None
         return
 
     start = time.perf_counter()
-    stats = measure(pairs, tokenizer, renderer, args.max_length, args.max_prompt_length, builder.num_proc)
+    stats = measure(pairs, tokenizer, renderer, args, builder.num_proc)
     seconds = time.perf_counter() - start
     skips = Counter(s for s in stats["skip"] if s)
     kept = stats.filter(lambda s: [not x for x in s], input_columns="skip", batched=True)
@@ -131,17 +129,14 @@ def report(args: InspectArgs, builder: DatasetBuilder, console: Console) -> None
         f"({len(pairs)} tokenized in {seconds:.1f} s); tokenization skips: {_counts(skips)}"
     )
     print(f"token lengths before truncation ({' / '.join(f'p{q}' for q in PERCENTILES)} / max):")
-    for part in ("prompt", "chosen", "rejected"):
+    for part in PARTS:
         values = list(kept[part])
         if values:
             cells = " / ".join(str(nearest_rank(values, q)) for q in PERCENTILES)
             print(f"  {part:<9} {cells} / {max(values)}")
     cuts = Counter(p for parts in kept["cut"] for p in parts)
-    print(
-        f"truncation (max_length={args.max_length}, max_prompt_length={args.max_prompt_length}): "
-        + ", ".join(f"{cuts[p]} {p}" for p in ("prompt", "chosen", "rejected"))
-        + " cut"
-    )
+    limits = f"max_length={args.max_length}, max_prompt_length={args.max_prompt_length}"
+    print(f"truncation ({limits}): " + ", ".join(f"{cuts[p]} {p}" for p in PARTS) + " cut")
     for index in range(min(args.num_examples, len(pairs))):
         ids = tokenize_row(pairs[index], index, tokenizer, renderer, args.max_length, args.max_prompt_length)
         print_example(console, tokenizer, ids, f"{args.split} pair {index}")

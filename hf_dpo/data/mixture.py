@@ -1,19 +1,9 @@
 """``mixture``: a weighted mixture of datasets, each converted to pairs by its own builder.
 
-Each source (an entry of ``datasets``) is a builder name (``hhh``, ...), the Hub id a builder reads by
-default (``HuggingFaceH4/ultrafeedback_binarized`` -> ``ultrafeedback``), or any other Hub id, local file or
-folder (read by ``custom``). Entry keys, in the alignment-handbook's schema (TRL's names in brackets):
-
-* ``id`` (``path``): the source; ``config`` (``name``), ``data_dir``, ``data_files``: how to load it;
-* ``split``: the split mixed into train (default ``train``); ``test_split``: a split mixed into test;
-* ``columns``: keep only these source columns before conversion;
-* ``weight``: the fraction of the source's pairs kept, in (0, 1] (shuffled with ``seed`` first);
-  or TRL's ``fraction``: target shares of the mixture, normalised over all sources, with the mixture as
-  large as it can be without repeating rows (given for all sources or none);
-* ``options``: further options of the source's builder.
-
-The test split is the sources' ``test_split`` pairs, else ``test_size`` (the handbook's ``test_split_size``)
-carved from the mixed train pairs, else empty. Pair counts per source are logged.
+A source is a builder name, the Hub id a builder reads by default, or any other Hub id, local file or
+folder (read by ``custom``). Entries use the alignment-handbook's keys (``id``, ``config``, ``split``,
+``test_split``, ``columns``, ``weight``, ``data_dir``, ``data_files``, ``options``) or TRL's (``path``,
+``name``, ``fraction``); see docs/datasets.md. Pair counts per source are logged.
 """
 
 from __future__ import annotations
@@ -21,31 +11,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import datasets
 
-from hf_dpo.data.builder import PAIR_FEATURES, DatasetBuilder, PreferenceData
+from hf_dpo.data.builder import DatasetBuilder, PreferenceData
 from hf_dpo.data.registry import available_builders, builder_class, get_builder, register_builder
 from hf_dpo.data.rows import PreferencePair, Skip
 from hf_dpo.run.cli_config import ConfigError
 
 logger = logging.getLogger("hf_dpo")
-
-ENTRY_KEYS = {
-    "id": "id",
-    "path": "id",
-    "config": "config",
-    "name": "config",
-    "split": "split",
-    "test_split": "test_split",
-    "columns": "columns",
-    "weight": "weight",
-    "fraction": "fraction",
-    "data_dir": "data_dir",
-    "data_files": "data_files",
-    "options": "options",
-}
 
 
 def source_builder(name: str) -> tuple[str, dict[str, Any]]:
@@ -53,13 +29,8 @@ def source_builder(name: str) -> tuple[str, dict[str, Any]]:
     default; else ``custom`` reading ``path=name``."""
     if name in available_builders() and name != "mixture":
         return name, {}
-    for builder in available_builders():
-        default = next(
-            (f.default for f in dataclasses.fields(builder_class(builder)) if f.name == "path"), None
-        )
-        if default == name:
-            return builder, {}
-    return "custom", {"path": name}
+    readers = [builder for builder in available_builders() if builder_class(builder).path == name]
+    return (readers[0], {}) if readers else ("custom", {"path": name})
 
 
 def mixture_options(keys: dict[str, Any]) -> dict[str, Any]:
@@ -84,13 +55,12 @@ def mixture_options(keys: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"dataset_mixture: unknown key(s) {unknown}; valid: datasets, seed, test_split_size"
             )
-        options["datasets"] = mixture["datasets"]
-        if mixture.get("seed") is not None:
-            options["seed"] = mixture["seed"]
-        if mixture.get("test_split_size") is not None:
-            options["test_size"] = mixture["test_split_size"]
         if mixture.get("streaming"):
             raise ConfigError("dataset_mixture.streaming=true: streaming datasets are not supported")
+        options["datasets"] = mixture["datasets"]
+        for key, name in (("seed", "seed"), ("test_size", "test_split_size")):
+            if mixture.get(name) is not None:
+                options[key] = mixture[name]
     elif style == "dataset_mixer":
         mixer = keys["dataset_mixer"]
         if isinstance(mixer, list):  # a list of {id: weight} or of entries
@@ -162,18 +132,16 @@ class Source:
         if "id" not in values:
             raise ValueError(f"{where}: no id (the dataset: a builder name, Hub id or local path)")
         source = cls(**values)
-        for name in ("weight", "fraction"):
+        for name, top, allowed in (("weight", 1, "in (0, 1]"), ("fraction", float("inf"), "> 0")):
             value = getattr(source, name)
-            if value is not None and not (
-                isinstance(value, (int, float)) and 0 < value <= (1 if name == "weight" else float("inf"))
-            ):
-                raise ValueError(
-                    f"{where} ({source.id}): {name} must be {'in (0, 1]' if name == 'weight' else '> 0'},"
-                    f" got {value!r}"
-                )
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= top):
+                raise ValueError(f"{where} ({source.id}): {name} must be {allowed}, got {value!r}")
         if source.weight is not None and source.fraction is not None:
             raise ValueError(f"{where} ({source.id}): give weight (handbook) or fraction (TRL), not both")
         return source
+
+
+ENTRY_KEYS = {f.name: f.name for f in dataclasses.fields(Source)} | {"path": "id", "name": "config"}
 
 
 @register_builder("mixture")
@@ -192,16 +160,12 @@ class MixtureBuilder(DatasetBuilder):
         if not self.datasets:
             raise ValueError("dataset 'mixture' needs datasets=[{id: ..., split: ..., weight: ...}, ...]")
         sources = [Source.from_entry(e, i) for i, e in enumerate(self.datasets)]
-        fractions = [s.fraction for s in sources]
-        if any(f is not None for f in fractions) and any(f is None for f in fractions):
+        if len({s.fraction is None for s in sources}) > 1:  # some sources have a fraction, some not
             raise ValueError("mixture: give fraction for every dataset or for none")
-        skips: Counter[str] = Counter()
-        trains, tests = [], []
-        for index, source in enumerate(sources):
-            train, test, source_skips = self._convert_source(source, index)
-            trains.append(train)
-            tests.append(test)
-            skips.update(source_skips)
+        trains, tests, source_skips = zip(
+            *(self._convert_source(source, index) for index, source in enumerate(sources)), strict=True
+        )
+        skips = sum(source_skips, Counter())
         weighted = self._weigh(sources, trains)
         for source, train, kept, test in zip(sources, trains, weighted, tests, strict=True):
             logger.info(
@@ -215,11 +179,9 @@ class MixtureBuilder(DatasetBuilder):
         tests = [t for t in tests if t is not None]
         if tests:
             test = datasets.concatenate_datasets(tests)
-        elif self.test_size:
+        else:  # carve test_size pairs (none when it is 0) from the mixed train pairs
             parts = self.carve_test(train)
             train, test = parts["train"], parts["test"]
-        else:
-            test = datasets.Dataset.from_dict({c: [] for c in PAIR_FEATURES}, features=PAIR_FEATURES)
         logger.info(
             "hf_dpo: mixture of %d datasets: %d train pairs, %d test pairs",
             len(sources),
@@ -233,26 +195,20 @@ class MixtureBuilder(DatasetBuilder):
     def _convert_source(
         self, source: Source, index: int
     ) -> tuple[datasets.Dataset, datasets.Dataset | None, Counter[str]]:
+        where = f"mixture dataset {index} ({source.id})"
         name, options = source_builder(source.id)
-        options = {**options, **(source.options or {})}
-        for key in ("data_dir", "data_files"):
-            if getattr(source, key) is not None:
-                options[key] = getattr(source, key)
-        if source.config is not None:
-            options["config_name"] = source.config
+        loading = {"data_dir": source.data_dir, "data_files": source.data_files, "config_name": source.config}
+        options = {**options, **(source.options or {}), **{k: v for k, v in loading.items() if v is not None}}
         options.update(train_split=source.split, test_split=source.test_split, num_proc=self.num_proc)
         try:
             builder = get_builder(name, **options)
             raw = builder.load_raw()
         except ValueError as e:
-            raise ValueError(f"mixture dataset {index} ({source.id}): {e}") from e
+            raise ValueError(f"{where}: {e}") from e
         if source.columns is not None:
             missing = [c for c in source.columns if c not in raw["train"].column_names]
             if missing:
-                raise ValueError(
-                    f"mixture dataset {index} ({source.id}): no column(s) {missing} in "
-                    f"{raw['train'].column_names}"
-                )
+                raise ValueError(f"{where}: no column(s) {missing} in {raw['train'].column_names}")
             raw = raw.select_columns(list(source.columns))
         train, skips = builder.convert_split(raw["train"], f"{source.id} {source.split}")
         test = None
@@ -261,7 +217,7 @@ class MixtureBuilder(DatasetBuilder):
             skips.update(test_skips)
         return train, test, skips
 
-    def _weigh(self, sources: list[Source], trains: list[datasets.Dataset]) -> list[datasets.Dataset]:
+    def _weigh(self, sources: list[Source], trains: Sequence[datasets.Dataset]) -> list[datasets.Dataset]:
         """Handbook ``weight``: keep that fraction of each source (after a seeded shuffle). TRL ``fraction``:
         shares f_i / Σf of the largest mixture N with round(share_i · N) <= n_i for every source."""
         if sources[0].fraction is not None:
@@ -272,11 +228,11 @@ class MixtureBuilder(DatasetBuilder):
                 t.select(range(min(len(t), round(share * size))))
                 for t, share in zip(trains, shares, strict=True)
             ]
-        weighted = []
-        for source, train in zip(sources, trains, strict=True):
-            weight = 1.0 if source.weight is None else source.weight
-            keep = int(weight * len(train))
-            weighted.append(
-                train if keep == len(train) else train.shuffle(seed=self.seed).select(range(keep))
-            )
-        return weighted
+        keeps = [
+            int((1.0 if s.weight is None else s.weight) * len(t))
+            for s, t in zip(sources, trains, strict=True)
+        ]
+        return [
+            t if keep == len(t) else t.shuffle(seed=self.seed).select(range(keep))
+            for t, keep in zip(trains, keeps, strict=True)
+        ]

@@ -15,8 +15,7 @@ _BUILDERS: Registry[type[DatasetBuilder]] = Registry("dataset")
 
 
 def register_builder(name: str) -> Callable[[type[DatasetBuilder]], type[DatasetBuilder]]:
-    """Class decorator registering a :class:`DatasetBuilder` dataclass under ``name`` (re-registering
-    replaces)."""
+    """Class decorator registering a :class:`DatasetBuilder` dataclass as ``name`` (again: replaces)."""
 
     def decorate(cls: type[DatasetBuilder]) -> type[DatasetBuilder]:
         if not (isinstance(cls, type) and issubclass(cls, DatasetBuilder) and dataclasses.is_dataclass(cls)):

@@ -47,12 +47,8 @@ def as_messages(value: Any, field: str) -> list[Message]:
 
 def split_conversations(chosen: list[Message], rejected: list[Message]) -> PreferencePair | Skip:
     """Two whole conversations -> pair: the shared leading messages are the prompt, the final assistant
-    messages the replies.
-
-    Skip reasons: ``no_final_reply`` (a conversation does not end with an assistant message),
-    ``empty_prompt`` (nothing before the reply), ``prompt_mismatch`` (the conversations differ before the
-    final reply), ``empty_reply`` (a blank reply), ``chosen_equals_rejected`` (identical replies).
-    """
+    messages the replies. Skip reasons: ``no_final_reply``, ``empty_prompt`` (nothing before the reply),
+    ``prompt_mismatch`` (differ before the reply), ``empty_reply``, ``chosen_equals_rejected``."""
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         return Skip("no_final_reply")
     if len(chosen) < 2:

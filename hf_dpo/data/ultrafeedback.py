@@ -1,8 +1,5 @@
-"""``ultrafeedback``: HuggingFaceH4/ultrafeedback_binarized, ``train_prefs`` / ``test_prefs``.
-
-``chosen`` and ``rejected`` are whole conversations whose last message is the assistant reply; the
-prompt is every message before it and must be the same in both.
-"""
+"""``ultrafeedback``: HuggingFaceH4/ultrafeedback_binarized, whose ``chosen`` and ``rejected`` are whole
+conversations ending with the assistant reply (the prompt: every message before it, the same in both)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Evaluate a trained policy against its reference: ``python -m hf_dpo.eval`` / ``hf-dpo-eval``.
-
-Tasks: ``preference`` (held-out implicit-reward metrics with bootstrap CIs), ``generation`` (sampled
-completions, lengths, reward-model win rate, exact match for ``arithmetic``) and ``ifeval`` (through
-lm-evaluation-harness). See docs/evaluation.md.
-"""
+"""Evaluate a trained policy against its reference on ``TASKS``: ``python -m hf_dpo.eval`` / ``hf-dpo-eval``
+(see docs/evaluation.md)."""
 
 from hf_dpo.eval.callback import EndOfTrainingEval
 from hf_dpo.eval.config import TASKS, EvalConfig

@@ -19,18 +19,12 @@ logger = logging.getLogger("hf_dpo")
 
 
 class EndOfTrainingEval(TrainerCallback):
-    """At ``on_train_end`` (main process only), evaluate the trained policy against its reference.
+    """At ``on_train_end`` (main process only), evaluate the trained policy against its reference; the
+    results dict is kept in ``self.results``.
 
-    Args:
-        tasks: evaluation tasks (``preference``, ``generation``, ``ifeval``).
-        reference: the reference model (e.g. ``trainer.reference.model``), a name/path to load, or None: the
-            policy with its adapters disabled for PEFT models, else ``options["model_name"]`` is loaded.
-        run_config: the training config as a mapping (dataset, dataset_options, dpo_beta, max_length, ...),
-            used for every option left unset, as ``hf_dpo.eval`` does with a run's config.yaml.
-        **options: any other ``EvalConfig`` field (``model_path`` defaults to ``args.output_dir``; results go
-            to ``log_path``, default ``<output_dir>/eval``).
-
-    The results dict is kept in ``self.results``.
+    ``reference``: a model, a name/path to load, or None (the policy with adapters disabled for PEFT models,
+    else ``model_name`` is loaded). ``run_config``: the training config, used for every option left unset.
+    ``**options``: other ``EvalConfig`` fields (results go to ``log_path``, default ``<output_dir>/eval``).
     """
 
     def __init__(
@@ -42,7 +36,7 @@ class EndOfTrainingEval(TrainerCallback):
     ) -> None:
         options.setdefault("model_path", "")
         options.setdefault("show_progress", False)
-        self.config = EvalConfig(tasks=list(tasks) if not isinstance(tasks, str) else tasks, **options)
+        self.config = EvalConfig(tasks=tasks if isinstance(tasks, str) else list(tasks), **options)
         self.reference = reference
         self.run_config = dict(run_config or {})
         self.results: dict[str, Any] | None = None

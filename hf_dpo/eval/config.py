@@ -13,9 +13,8 @@ TASKS = ("preference", "generation", "ifeval")
 
 @dataclass
 class EvalConfig:
-    """Options of the evaluation command. ``None`` means "read it from the run's config.yaml" where the run
-    has it (``model_name``, ``dataset``, ``dataset_options``, ``beta``, ``renderer_name``, ``max_length``,
-    ``max_prompt_length``, ``tokenizer_name``), else the documented default."""
+    """Options of the evaluation command; ``None`` means the run's config.yaml value where it has one, else
+    the documented default."""
 
     model_path: str
     model_name: str | None = None
@@ -63,13 +62,8 @@ class EvalConfig:
         for task in self.tasks:
             if task not in TASKS:
                 raise unknown_name_error("task", task, TASKS)
-        for name in (
-            "batch_size",
-            "judge_batch_size",
-            "max_new_tokens",
-            "ifeval_max_new_tokens",
-            "logprob_chunk_size",
-        ):
+        sizes = ("batch_size", "judge_batch_size", "max_new_tokens", "ifeval_max_new_tokens")
+        for name in (*sizes, "logprob_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:

@@ -15,11 +15,8 @@ def dataset_options(run_config: Mapping[str, Any], options: Mapping[str, Any] | 
     ``test_size`` (the keys ``hf_dpo.train`` passes to the builder)."""
     if options is not None:
         return dict(options)
-    merged = dict(run_config.get("dataset_options") or {})
-    for key in ("data_files", "test_size"):
-        if run_config.get(key) is not None:
-            merged[key] = run_config[key]
-    return merged
+    extra = {k: run_config[k] for k in ("data_files", "test_size") if run_config.get(k) is not None}
+    return {**(run_config.get("dataset_options") or {}), **extra}
 
 
 def load_test_split(name: str, options: Mapping[str, Any], limit: int | None = None) -> Dataset:
@@ -38,8 +35,7 @@ def load_test_split(name: str, options: Mapping[str, Any], limit: int | None = N
 def prompt_ids(
     row: Mapping[str, Any], index: int, tokenizer: Any, renderer: Any | None
 ) -> tuple[list[int], Any]:
-    """Token ids of a row's prompt exactly as in training (ending with the generation prompt), and the
-    prompt itself (text, or a list of messages)."""
+    """Token ids of a row's prompt as in training (with the generation prompt), and the prompt itself."""
     prompt, _, _ = split_row(row, index)
     if renderer is not None and isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]

@@ -1,10 +1,5 @@
-"""The ``generation`` task: sample completions from policy and reference, judge them, count wins.
-
-Win rate of the policy over the reference: for each test prompt, both models generate one completion with
-the same decoding settings and seed; a reward model (the judge) scores each (prompt, completion); the policy
-wins (1) if its score is higher, ties count ½, losses 0; the win rate is the mean over prompts (0.5 = no
-change). Optional exact-match accuracy for datasets with numeric answers (``arithmetic``).
-"""
+"""The ``generation`` task: completions of policy and reference, their reward-model win rate (ties ½) and
+exact match for datasets with numeric answers."""
 
 from __future__ import annotations
 
@@ -35,8 +30,7 @@ class DecodingConfig:
 
 @dataclass(frozen=True)
 class Generation:
-    """One completion: its text (special tokens removed), length in tokens (with the end token), and
-    whether it ended with an end-of-sequence token."""
+    """One completion: text without special tokens, length in tokens (with the end token), ended by EOS."""
 
     text: str
     num_tokens: int
@@ -52,8 +46,7 @@ def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:
 
 @contextlib.contextmanager
 def _left_padding(tokenizer: Any) -> Iterator[None]:
-    """Within: ``tokenizer`` pads on the left, with ``pad_token_id_for(tokenizer)`` when it has no pad token.
-    Its own settings are restored on exit."""
+    """Within: ``tokenizer`` pads on the left, with ``pad_token_id_for(tokenizer)`` if it has no pad token."""
     side, own_pad_id = tokenizer.padding_side, tokenizer.pad_token_id
     tokenizer.padding_side = "left"
     if own_pad_id is None:
@@ -79,11 +72,12 @@ def generate(
     """Batched, left-padded generation from token-id prompts; ``torch.manual_seed(decoding.seed)`` first."""
     pad_id, eos = pad_token_id_for(tokenizer), _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
-    sampling = (
+    settings = (
         {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p}
-        if (decoding.do_sample)
+        if decoding.do_sample
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     )
+    settings.update(max_new_tokens=decoding.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos)
     torch.manual_seed(decoding.seed)
     results: list[Generation] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not show_progress):
@@ -91,30 +85,19 @@ def generate(
         with _left_padding(tokenizer):
             inputs = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
         width = inputs["input_ids"].shape[1]
-        out = model.generate(
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            max_new_tokens=decoding.max_new_tokens,
-            pad_token_id=pad_id,
-            eos_token_id=eos,
-            **sampling,
-        )
+        ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+        out = model.generate(input_ids=ids, attention_mask=mask, **settings)
         for row in out[:, width:].tolist():
             end = next((j for j, t in enumerate(row) if t in eos), None)
             body = row if end is None else row[:end]
-            results.append(
-                Generation(
-                    tokenizer.decode(body, skip_special_tokens=True),
-                    len(body) + (end is not None),
-                    end is not None,
-                )
-            )
+            text = tokenizer.decode(body, skip_special_tokens=True)
+            results.append(Generation(text, len(body) + (end is not None), end is not None))
     return results
 
 
 def judge_text(prompt: str | list[dict[str, str]], completion: str, judge_tokenizer: Any) -> str:
-    """The conversation the judge scores: its own chat template for message prompts when it has one, else
-    ``prompt + completion`` (message prompts flattened as ``role: content`` lines)."""
+    """The text the judge scores: message prompts through its chat template (or as ``role: content`` lines),
+    else ``prompt + completion``."""
     if isinstance(prompt, str):
         return prompt + completion
     if getattr(judge_tokenizer, "chat_template", None):
@@ -137,13 +120,8 @@ def judge_scores(
     device = next(judge.parameters()).device
     scores: list[float] = []
     for start in range(0, len(texts), batch_size):
-        enc = judge_tokenizer(
-            list(texts[start : start + batch_size]),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-        )
+        part = list(texts[start : start + batch_size])
+        enc = judge_tokenizer(part, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         logits = judge(**{k: v.to(device) for k, v in enc.items()}).logits
         scores.extend(logits[:, -1].float().cpu().tolist())
     return scores
@@ -176,15 +154,14 @@ def evaluate_generation(
     confidence: float = 0.95,
     show_progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate for every prompt with both models; return (metrics, one record per prompt).
-
-    Metrics: ``length/policy`` and ``length/reference`` (``length_stats``), ``win_rate`` (with a bootstrap CI;
-    only with a ``judge``), ``exact_match/policy`` and ``exact_match/reference`` (only with ``answers``).
-    """
-    outputs = {
-        which: _generate_with(pair, which, prompts, decoding, batch_size, show_progress)
-        for which in ("policy", "reference")
-    }
+    """Generate for every prompt with both models; return (metrics, one record per prompt). Metrics:
+    ``length/<model>``, ``win_rate`` (with a ``judge``), ``exact_match/<model>`` (with ``answers``)."""
+    outputs = {}
+    for which in ("policy", "reference"):
+        with pair.use(which) as model:
+            outputs[which] = generate(
+                model, pair.tokenizer, prompts, decoding, batch_size, show_progress, f"Generating ({which})"
+            )
     records = [
         {"prompt": p, "policy": g.text, "reference": r.text}
         for p, g, r in zip(prompt_texts, outputs["policy"], outputs["reference"], strict=True)
@@ -201,22 +178,14 @@ def evaluate_generation(
     if judge is not None:
         _add_win_rate(metrics, records, outputs, prompt_texts, judge, judge_batch_size, estimate)
     if answers is not None:
-        _add_exact_match(metrics, records, outputs, answers, estimate)
+        for which, gens in outputs.items():
+            hits = exact_match([g.text for g in gens], answers)
+            metrics[f"exact_match/{which}"] = estimate(hits)
+            for record, hit in zip(records, hits, strict=True):
+                record[f"{which}_correct"] = bool(hit)
+        for record, answer in zip(records, answers, strict=True):
+            record["answer"] = answer
     return metrics, records
-
-
-def _generate_with(
-    pair: ModelPair,
-    which: str,
-    prompts: Sequence[Sequence[int]],
-    decoding: DecodingConfig,
-    batch_size: int,
-    show_progress: bool,
-) -> list[Generation]:
-    with pair.use(which) as model:
-        return generate(
-            model, pair.tokenizer, prompts, decoding, batch_size, show_progress, desc=f"Generating ({which})"
-        )
 
 
 def _add_win_rate(
@@ -230,35 +199,12 @@ def _add_win_rate(
 ) -> None:
     """Judge every completion; add ``win_rate`` and mean judge scores, and each record's scores and win."""
     model, tokenizer = judge
-    scores = {
-        which: judge_scores(
-            model,
-            tokenizer,
-            [judge_text(p, g.text, tokenizer) for p, g in zip(prompt_texts, gens, strict=True)],
-            judge_batch_size,
-        )
-        for which, gens in outputs.items()
-    }
+    scores = {}
+    for which, gens in outputs.items():
+        texts = [judge_text(p, g.text, tokenizer) for p, g in zip(prompt_texts, gens, strict=True)]
+        scores[which] = judge_scores(model, tokenizer, texts, judge_batch_size)
     wins = win_values(scores["policy"], scores["reference"])
     metrics["win_rate"] = estimate(wins)
-    metrics["judge_score/policy"] = float(np.mean(scores["policy"]))
-    metrics["judge_score/reference"] = float(np.mean(scores["reference"]))
+    metrics.update({f"judge_score/{which}": float(np.mean(values)) for which, values in scores.items()})
     for record, sp, sr, w in zip(records, scores["policy"], scores["reference"], wins, strict=True):
         record.update(policy_score=sp, reference_score=sr, win=float(w))
-
-
-def _add_exact_match(
-    metrics: dict[str, Any],
-    records: list[dict[str, Any]],
-    outputs: dict[str, list[Generation]],
-    answers: Sequence[float | None],
-    estimate: Callable[[np.ndarray], dict[str, float]],
-) -> None:
-    """Add ``exact_match/<model>`` and each record's answer and correctness."""
-    for which, gens in outputs.items():
-        hits = exact_match([g.text for g in gens], answers)
-        metrics[f"exact_match/{which}"] = estimate(hits)
-        for record, hit in zip(records, hits, strict=True):
-            record[f"{which}_correct"] = bool(hit)
-    for record, answer in zip(records, answers, strict=True):
-        record["answer"] = answer

@@ -1,10 +1,5 @@
-"""The ``ifeval`` task: IFEval (Zhou et al. 2023, arXiv:2311.07911) through lm-evaluation-harness.
-
-The benchmark (prompts, instruction checkers, metrics) is lm-evaluation-harness's ``ifeval`` task, run on an
-in-memory model with ``lm_eval.simple_evaluate``; nothing is re-implemented here. Data comes from the Hub
-(``google/IFEval``) unless ``data_files`` points to a local JSON Lines file in the same schema (``key``,
-``prompt``, ``instruction_id_list``, ``kwargs``).
-"""
+"""The ``ifeval`` task: IFEval (Zhou et al. 2023, arXiv:2311.07911), lm-evaluation-harness's ``ifeval`` task
+run on an in-memory model; data from the Hub (``google/IFEval``) or a local JSON Lines ``data_files``."""
 
 from __future__ import annotations
 
@@ -19,12 +14,7 @@ INSTALL_HINT = (
     "the ifeval task needs lm-evaluation-harness with its IFEval extras: pip install 'hf_dpo[eval]' "
     "(or: pip install 'lm_eval[ifeval]>=0.4.9')"
 )
-METRICS = (
-    "prompt_level_strict_acc",
-    "inst_level_strict_acc",
-    "prompt_level_loose_acc",
-    "inst_level_loose_acc",
-)
+METRICS = tuple(f"{level}_level_{mode}_acc" for mode in ("strict", "loose") for level in ("prompt", "inst"))
 
 
 def require_lm_eval() -> None:
@@ -44,12 +34,7 @@ def _task_yaml(directory: Path, data_files: str | None, max_new_tokens: int) -> 
     spec: dict[str, Any] = {
         "include": str(Path(ifeval_utils.__file__).with_name("ifeval.yaml")),
         "task": "ifeval",
-        "generation_kwargs": {
-            "until": [],
-            "do_sample": False,
-            "temperature": 0.0,
-            "max_gen_toks": max_new_tokens,
-        },
+        "generation_kwargs": dict(until=[], do_sample=False, temperature=0.0, max_gen_toks=max_new_tokens),
     }
     if data_files is not None:
         if not Path(data_files).is_file():
@@ -57,11 +42,9 @@ def _task_yaml(directory: Path, data_files: str | None, max_new_tokens: int) -> 
                 f"ifeval_data_files={data_files!r} does not exist; pass a JSON Lines file "
                 "with key, prompt, instruction_id_list and kwargs per row"
             )
+        files = {"train": str(Path(data_files).resolve())}
         spec.update(
-            dataset_path="json",
-            dataset_name=None,
-            test_split="train",
-            dataset_kwargs={"data_files": {"train": str(Path(data_files).resolve())}},
+            dataset_path="json", dataset_name=None, test_split="train", dataset_kwargs={"data_files": files}
         )
     path = directory / "ifeval_hf_dpo.yaml"
     path.write_text(json.dumps(spec))  # JSON is valid YAML
@@ -79,9 +62,8 @@ def run_ifeval(
     chat_template: bool | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Prompt- and instruction-level strict/loose accuracy of ``model`` on IFEval, and per-prompt records
-    (prompt, response, per-instruction results). ``chat_template=None``: use it if the tokenizer has one.
-    ``seed`` seeds the harness and langdetect (the language checkers), so verdicts are reproducible."""
+    """``METRICS`` of ``model`` on IFEval and per-prompt records. ``chat_template=None``: use the tokenizer's
+    if it has one. ``seed`` seeds the harness and langdetect (the language checkers)."""
     require_lm_eval()
     from langdetect import DetectorFactory
     from lm_eval import simple_evaluate

@@ -1,9 +1,5 @@
-"""Resolve what to evaluate: the trained policy, its reference and tokenizer, and the run's settings.
-
-``model_path`` may be a run directory written by ``hf_dpo.train`` (``config.yaml`` + ``final/``), a
-checkpoint inside one (``config.yaml`` in its parent), any model directory, a LoRA adapter directory
-(``adapter_config.json``), a ``.gguf`` file or a Hub id.
-"""
+"""Resolve what to evaluate (policy, reference, tokenizer, run settings) from a run directory, a checkpoint
+inside one, a model or LoRA adapter directory, a ``.gguf`` file or a Hub id."""
 
 from __future__ import annotations
 
@@ -25,6 +21,7 @@ logger = logging.getLogger("hf_dpo")
 RUN_CONFIG = "config.yaml"
 FINAL_DIR = "final"
 ADAPTER_CONFIG = "adapter_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 @dataclass
@@ -38,7 +35,7 @@ class RunInfo:
 
 
 def resolve_run(model_path: str) -> RunInfo:
-    """Find the weights and the run's ``config.yaml`` for ``model_path`` (see module docstring)."""
+    """Find the weights and the run's ``config.yaml`` for ``model_path``."""
     path = Path(model_path)
     if not path.exists():
         if model_path.startswith((".", "/", "~")) or model_path.endswith(".gguf"):
@@ -50,9 +47,7 @@ def resolve_run(model_path: str) -> RunInfo:
     run_dir = (
         next((d for d in (path, path.parent) if (d / RUN_CONFIG).is_file()), None) if path.is_dir() else None
     )
-    config: dict[str, Any] = {}
-    if run_dir is not None:
-        config = _read_run_config(run_dir / RUN_CONFIG)
+    config = _read_run_config(run_dir / RUN_CONFIG) if run_dir is not None else {}
     model_dir = path / FINAL_DIR if path.is_dir() and (path / FINAL_DIR).is_dir() else path
     if model_dir.is_dir() and not any((model_dir / f).exists() for f in ("config.json", ADAPTER_CONFIG)):
         raise FileNotFoundError(
@@ -105,16 +100,9 @@ def base_model_name(info: RunInfo, model_name: str | None) -> str:
     )
 
 
-def _has_tokenizer(directory: str) -> bool:
-    return any(
-        Path(directory, f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-    )
-
-
 @dataclass
 class ModelPair:
-    """The trained policy, its reference and the tokenizer. ``reference=None`` means the reference is the
-    policy itself with its PEFT adapters disabled (no second copy of the weights)."""
+    """The trained policy, its reference (None: the policy with its PEFT adapters disabled) and tokenizer."""
 
     policy: torch.nn.Module
     reference: torch.nn.Module | None
@@ -123,20 +111,13 @@ class ModelPair:
     @contextlib.contextmanager
     def use(self, which: str) -> Iterator[torch.nn.Module]:
         """Yield the model to run as ``"policy"`` or ``"reference"``."""
-        if which == "policy":
-            yield self.policy
-        elif which == "reference":
-            if self.reference is not None:
-                yield self.reference
-            else:
-                with self.policy.disable_adapter():
-                    yield self.policy
-        else:
+        if which not in ("policy", "reference"):
             raise ValueError(f"which must be 'policy' or 'reference', got {which!r}")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if which == "policy" or self.reference is not None:
+            yield self.policy if which == "policy" else self.reference
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
 
 
 def load_models(
@@ -159,10 +140,10 @@ def load_models(
         reference = None
     else:
         policy = _load("policy", info.model_dir, lambda: load_causal_lm(info.model_dir, **kwargs))
-    tok_source = tokenizer_name or (info.model_dir if _has_tokenizer(info.model_dir) else None)
-    tok_source = tok_source or info.config.get("tokenizer_name") or base
+    own = info.model_dir if any(Path(info.model_dir, f).is_file() for f in TOKENIZER_FILES) else None
+    tok_source = tokenizer_name or own or info.config.get("tokenizer_name") or base
     tokenizer = load_tokenizer(str(tok_source))
-    target = torch.device(device) if device else default_device()
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for model in (policy, reference):
         if model is not None:
             disable_dropout(model)

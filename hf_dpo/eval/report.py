@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+_VERSUS = ("metric", "policy", "reference")
+
 
 def _fmt(entry: Any) -> str:
     if isinstance(entry, Mapping) and "value" in entry:
@@ -22,57 +24,41 @@ def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
             f.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
 
 
+def _table(title: str, *columns: str) -> list[str]:
+    """A markdown section heading and table header with ``columns``."""
+    return [f"## {title}", "", f"| {' | '.join(columns)} |", "|" + " --- |" * len(columns)]
+
+
+def _row(label: str, policy: Any, reference: Any) -> str:
+    return f"| {label} | {_fmt(policy)} | {_fmt(reference)} |"
+
+
 def markdown_report(results: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     """A short markdown summary: one table per task (value and bootstrap CI), then the plots."""
     lines = [f"# Evaluation of `{results['model_path']}`", "", f"Reference: `{results['reference']}`", ""]
     conf = results.get("confidence", 0.95)
     pref = results.get("preference")
     if pref:
-        lines += [
-            f"## Preference (held-out, {pref['num_pairs']} pairs; {conf:.0%} bootstrap CI)",
-            "",
-            "| metric | value [CI] |",
-            "| --- | --- |",
-        ]
+        title = f"Preference (held-out, {pref['num_pairs']} pairs; {conf:.0%} bootstrap CI)"
+        lines += _table(title, "metric", "value [CI]")
         lines += [f"| {k} | {_fmt(v)} |" for k, v in pref.items() if isinstance(v, Mapping) and "value" in v]
         lines.append("")
     gen = results.get("generation")
     if gen:
-        lines += [
-            f"## Generation ({gen['num_prompts']} prompts)",
-            "",
-            "| metric | policy | reference |",
-            "| --- | --- | --- |",
-        ]
+        lines += _table(f"Generation ({gen['num_prompts']} prompts)", *_VERSUS)
         for stat in ("mean", "median", "truncated_fraction"):
-            lines.append(
-                f"| length {stat} | {_fmt(gen['length/policy'][stat])} | "
-                f"{_fmt(gen['length/reference'][stat])} |"
-            )
+            lines.append(_row(f"length {stat}", gen["length/policy"][stat], gen["length/reference"][stat]))
         if "exact_match/policy" in gen:
-            lines.append(
-                f"| exact match | {_fmt(gen['exact_match/policy'])} | {_fmt(gen['exact_match/reference'])} |"
-            )
+            lines.append(_row("exact match", gen["exact_match/policy"], gen["exact_match/reference"]))
         if "win_rate" in gen:
-            lines.append(
-                f"| judge score (mean) | {_fmt(gen['judge_score/policy'])} | "
-                f"{_fmt(gen['judge_score/reference'])} |"
-            )
+            lines.append(_row("judge score (mean)", gen["judge_score/policy"], gen["judge_score/reference"]))
             lines += ["", f"Win rate of the policy over the reference (ties ½): {_fmt(gen['win_rate'])}"]
         lines.append("")
     ife = results.get("ifeval")
     if ife:
-        lines += [
-            f"## IFEval ({ife['policy']['num_prompts']} prompts, lm-evaluation-harness)",
-            "",
-            "| metric | policy | reference |",
-            "| --- | --- | --- |",
-        ]
-        lines += [
-            f"| {k} | {ife['policy'][k]:.4f} | {ife['reference'][k]:.4f} |"
-            for k in ife["policy"]
-            if k != "num_prompts"
-        ]
+        lines += _table(f"IFEval ({ife['policy']['num_prompts']} prompts, lm-evaluation-harness)", *_VERSUS)
+        metrics = [k for k in ife["policy"] if k != "num_prompts"]
+        lines += [f"| {k} | {ife['policy'][k]:.4f} | {ife['reference'][k]:.4f} |" for k in metrics]
         lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -81,8 +67,8 @@ def markdown_report(results: Mapping[str, Any], plots: Sequence[str] = ()) -> st
 def write_plots(
     out_dir: Path, results: Mapping[str, Any], pref_values: Mapping[str, np.ndarray] | None
 ) -> list[str]:
-    """PNG plots (matplotlib, headless): reward distributions of the held-out pairs, and policy vs reference
-    bars for generation and IFEval metrics. Returns the written file names; none if matplotlib is missing."""
+    """PNG plots of the preference rewards and policy-vs-reference bars; the file names written (none without
+    matplotlib)."""
     try:
         import matplotlib
 
@@ -133,18 +119,16 @@ def write_outputs(
     pref_values: Mapping[str, np.ndarray] | None,
     plots: bool = True,
 ) -> None:
-    """``results.json``, ``<task>_samples.jsonl`` for each task with records, ``preference_pairs.jsonl``
-    (one row of per-pair values per held-out pair, in dataset order), plots and ``report.md``."""
+    """``results.json``, ``<task>_samples.jsonl``, ``preference_pairs.jsonl`` (in dataset order), plots and
+    ``report.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float), "utf-8")
     for name, rows in records.items():
         write_jsonl(out_dir / f"{name}_samples.jsonl", rows)
     if pref_values is not None:
         columns = {k: np.asarray(v).tolist() for k, v in pref_values.items()}
-        count = len(next(iter(columns.values()), []))
-        write_jsonl(
-            out_dir / "preference_pairs.jsonl",
-            [{"index": i, **{k: v[i] for k, v in columns.items()}} for i in range(count)],
-        )
+        pairs = enumerate(zip(*columns.values(), strict=True))
+        rows = [{"index": i, **dict(zip(columns, row, strict=True))} for i, row in pairs]
+        write_jsonl(out_dir / "preference_pairs.jsonl", rows)
     written = write_plots(out_dir, results, pref_values) if plots else []
     (out_dir / "report.md").write_text(markdown_report(results, written), "utf-8")

@@ -33,13 +33,8 @@ def evaluate_pair(
     """Run ``config.tasks`` on an already loaded ``pair``; return (results, per-example records, per-pair
     preference values or None). Settings left None in ``config`` come from ``run_config``."""
     run = dict(run_config or {})
-    results: dict[str, Any] = {
-        "model_path": config.model_path,
-        "reference": reference_label,
-        "tasks": list(config.tasks),
-        "confidence": config.confidence,
-        "seed": config.seed,
-    }
+    results: dict[str, Any] = {"model_path": config.model_path, "reference": reference_label}
+    results.update(tasks=list(config.tasks), confidence=config.confidence, seed=config.seed)
     records: dict[str, Any] = {}
     values = None
     test = renderer = None
@@ -72,8 +67,8 @@ def _test_data(
 
 
 def _objective(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
-    """The run's ``Objective`` (loss, WPO, LD-DPO, RPO): β, loss type and label smoothing as the eval config
-    or the run sets them; everything else from the run (the defaults without one)."""
+    """The run's ``Objective``: β, loss type and label smoothing from the eval config or the run, the rest
+    from the run."""
     from hf_dpo.scoring import Objective
 
     fields = {k: v for k, v in run.items() if v is not None}
@@ -135,16 +130,12 @@ def _ifeval(pair: ModelPair, config: EvalConfig, records: dict[str, Any]) -> dic
 def _generation(pair: ModelPair, config: EvalConfig, test: Any, renderer: Any, dataset_name: str) -> Any:
     from hf_dpo.eval.generation import DecodingConfig, evaluate_generation, load_judge
 
-    seen: dict[tuple[int, ...], int] = {}
-    prompts, texts, answers = [], [], []
+    unique: dict[tuple[int, ...], tuple[list[int], Any, float | None]] = {}  # one generation per prompt
     for i, row in enumerate(test):
         ids, prompt = prompt_ids(row, i, pair.tokenizer, renderer)
-        if tuple(ids) in seen:  # one generation per distinct prompt
-            continue
-        seen[tuple(ids)] = i
-        prompts.append(ids)
-        texts.append(prompt)
-        answers.append(reference_answer(row, i))
+        if tuple(ids) not in unique:
+            unique[tuple(ids)] = (ids, prompt, reference_answer(row, i))
+    prompts, texts, answers = (list(column) for column in zip(*unique.values(), strict=True))
     decoding = DecodingConfig(
         config.max_new_tokens, config.do_sample, config.temperature, config.top_p, config.seed
     )
@@ -182,9 +173,8 @@ def output_dir(config: EvalConfig, run_dir: Path | None) -> Path:
 
 
 def evaluate_model(config: EvalConfig) -> dict[str, Any]:
-    """Evaluate ``config.model_path`` against its reference on ``config.tasks`` and write
-    ``results.json``, ``report.md``, plots and per-example JSON Lines to the output directory
-    (``log_path``, default ``<model_path>/eval``). Returns the results dict (also in results.json)."""
+    """Evaluate ``config.model_path`` against its reference on ``config.tasks``, write the outputs to
+    ``output_dir`` and return the results dict (also in results.json)."""
     if "ifeval" in config.tasks:
         from hf_dpo.eval.ifeval import require_lm_eval
 

@@ -1,13 +1,10 @@
-"""Evaluation statistics: per-example values to aggregates with seeded bootstrap confidence intervals.
-
-Pure functions on numpy arrays / torch tensors: no model, no I/O.
-"""
+"""Evaluation statistics: per-example values to aggregates with seeded bootstrap CIs (no model, no I/O)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -27,13 +24,7 @@ class Estimate:
     n: int
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "value": self.value,
-            "ci_low": self.low,
-            "ci_high": self.high,
-            "confidence": self.confidence,
-            "n": self.n,
-        }
+        return dict(zip(("value", "ci_low", "ci_high", "confidence", "n"), astuple(self), strict=True))
 
 
 def mean_of(column: str) -> Statistic:
@@ -53,12 +44,8 @@ def bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Estimate:
-    """Percentile bootstrap of ``statistic`` over examples (rows resampled jointly across ``columns``).
-
-    The point estimate is the statistic on the full data; the interval is the (α/2, 1−α/2) percentiles of
-    the statistic on ``num_samples`` resamples of the n examples with replacement, drawn with ``seed``.
-    ``num_samples=0`` gives a degenerate interval equal to the value.
-    """
+    """Percentile bootstrap of ``statistic`` over examples (rows resampled jointly across ``columns``, with
+    ``seed``); ``num_samples=0`` gives a degenerate interval equal to the value."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
@@ -75,16 +62,9 @@ def bootstrap(
     return Estimate(value, float(low), float(high), confidence, n)
 
 
-# ---- preference ---------------------------------------------------------------------------------------
 def preference_values(out: DPOLossOutput, logps: PreferenceLogps) -> dict[str, np.ndarray]:
-    """Per-pair values, each (B,), from the scored pairs (``hf_dpo.scoring.score_batch``: ``out`` its loss
-    term and rewards, ``logps`` the log-probs with the completion lengths):
-
-    ``chosen_reward``/``rejected_reward`` (as in training), ``margin`` = their difference, ``accuracy``
-    (1 / 0, 0.5 on a tie), ``dpo_loss``, ``log_ratio`` = ½[u(y_w) + u(y_l)] with u = log πθ − log πref
-    (nats per sequence), ``nll`` = −log πθ(y_w|x), ``chosen_tokens`` / ``rejected_tokens`` (completion
-    lengths), and the four log-probs.
-    """
+    """Per-pair values, each (B,): rewards, ``margin``, ``accuracy`` (½ on a tie), ``dpo_loss``, ``log_ratio``
+    = ½[u(y_w) + u(y_l)] with u = log πθ − log πref, ``nll`` = −log πθ(y_w|x), lengths and log-probs."""
     values = {
         "chosen_reward": out.chosen_rewards,
         "rejected_reward": out.rejected_rewards,
@@ -110,9 +90,8 @@ PREFERENCE_MEANS = ("accuracy", "margin", "chosen_reward", "rejected_reward", "d
 def preference_metrics(
     values: Mapping[str, np.ndarray], num_samples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Aggregates of ``preference_values`` with bootstrap CIs: the means of ``PREFERENCE_MEANS``,
-    ``test/nll`` = Σ −log πθ(y_w|x) / Σ |y_w| (per token), and ``log_ratio_per_token`` = Σ over both
-    completions of (log πθ − log πref) / Σ of their lengths."""
+    """Bootstrapped means of ``PREFERENCE_MEANS``, ``test/nll`` = Σ −log πθ(y_w|x) / Σ |y_w| and
+    ``log_ratio_per_token`` = Σ_{y_w, y_l} (log πθ − log πref) / Σ (|y_w| + |y_l|)."""
     cols = dict(values)
     cols["log_ratio_sum"] = 2 * cols["log_ratio"]
     cols["all_tokens"] = cols["chosen_tokens"] + cols["rejected_tokens"]
@@ -124,7 +103,6 @@ def preference_metrics(
     }
 
 
-# ---- generation ---------------------------------------------------------------------------------------
 def win_values(policy_scores: Sequence[float], reference_scores: Sequence[float]) -> np.ndarray:
     """Per-prompt win of the policy over the reference: 1 if its judge score is higher, ½ on a tie, else 0."""
     p, r = np.asarray(policy_scores, dtype=np.float64), np.asarray(reference_scores, dtype=np.float64)
@@ -134,8 +112,7 @@ def win_values(policy_scores: Sequence[float], reference_scores: Sequence[float]
 
 
 def length_stats(lengths: Sequence[int], max_new_tokens: int, finished: Sequence[bool]) -> dict[str, float]:
-    """Mean / median / min / max completion length in tokens, and the share cut at ``max_new_tokens``
-    without an end-of-sequence token."""
+    """Mean / median / min / max length, and the share cut at ``max_new_tokens`` without an EOS token."""
     arr = np.asarray(lengths, dtype=np.float64)
     done = np.asarray(finished, dtype=bool)
     return {
@@ -151,13 +128,9 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def parse_number(text: str) -> float | None:
-    """The last number in ``text`` (thousands separators allowed, e.g. ``1,234``), or None if there is none.
-
-    The last one, because answers usually come at the end (``"37 + 48 = 85."`` → 85).
-    """
-    matches = [m.group().replace(",", "") for m in _NUMBER.finditer(text)]
-    matches = [m for m in matches if m not in ("", "-")]
-    return float(matches[-1]) if matches else None
+    """The last number in ``text`` (where answers come; ``1,234`` allowed), or None if there is none."""
+    matches = _NUMBER.findall(text)
+    return float(matches[-1].replace(",", "")) if matches else None
 
 
 def exact_match(completions: Sequence[str], answers: Sequence[float | None]) -> np.ndarray:

@@ -16,9 +16,10 @@ logger = logging.getLogger("hf_dpo")
 
 def wants_quantization(model_init_kwargs: dict[str, Any] | None) -> bool:
     """True if ``model_init_kwargs`` asks ``from_pretrained`` for a bitsandbytes 4-/8-bit base (QLoRA)."""
-    qconfig = (model_init_kwargs or {}).get("quantization_config")
+    kwargs = model_init_kwargs or {}
+    qconfig = kwargs.get("quantization_config")
     if qconfig is None:
-        return any((model_init_kwargs or {}).get(k) for k in ("load_in_4bit", "load_in_8bit"))
+        return any(kwargs.get(k) for k in ("load_in_4bit", "load_in_8bit"))
     if isinstance(qconfig, dict):
         return bool(qconfig.get("load_in_4bit") or qconfig.get("load_in_8bit"))
     return type(qconfig).__name__ == "BitsAndBytesConfig"
@@ -43,25 +44,15 @@ def check_quantization_support(model_init_kwargs: dict[str, Any] | None) -> None
 
 def is_quantized(model: torch.nn.Module) -> bool:
     model = extract_model_from_parallel(model)
-    return bool(
-        getattr(model, "is_loaded_in_4bit", False)
-        or getattr(model, "is_loaded_in_8bit", False)
-        or getattr(model, "hf_quantizer", None) is not None
-    )
+    in_kbit = any(getattr(model, flag, False) for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit"))
+    return in_kbit or getattr(model, "hf_quantizer", None) is not None
 
 
 def prepare_peft_model(
     model: torch.nn.Module, peft_config: Any, gradient_checkpointing: bool
 ) -> tuple[Any, bool]:
-    """Wrap ``model`` for adapter training. Returns ``(model, fresh_adapter)``.
-
-    - ``peft_config`` given: a new adapter (``get_peft_model``); a quantized base is first prepared with
-      ``peft.prepare_model_for_kbit_training``. ``fresh_adapter`` is True.
-    - ``model`` already a ``PeftModel``: trained as is (its active adapter must be trainable).
-    - a quantized base without ``peft_config``: error (4-/8-bit weights cannot be trained directly).
-    With gradient checkpointing, the input embeddings are made to require grad so that gradients reach the
-    adapters through checkpointed (re-entrant) blocks whose frozen inputs would otherwise cut the graph.
-    """
+    """Wrap ``model`` for adapter training: a new adapter from ``peft_config`` (a quantized base prepared for
+    k-bit training first), or a ``PeftModel`` as is. Returns ``(model, fresh_adapter)``."""
     try:
         from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     except ImportError:
@@ -94,16 +85,14 @@ def prepare_peft_model(
                 "LoraConfig(target_modules='all-linear')) to train adapters on it (QLoRA)"
             )
         return model, False
+    # so gradients reach the adapters through re-entrant checkpointed blocks with frozen inputs
     if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     return model, fresh
 
 
 def save_merged_model(model: torch.nn.Module, output_dir: str, tokenizer: Any = None) -> str:
-    """Write ``model``'s base with its active adapter merged in (a plain ``from_pretrained`` checkpoint).
-
-    The merge runs on a copy, so the trainer's ``PeftModel`` is left untouched. Returns ``output_dir``.
-    """
+    """Write ``model``'s base with its active adapter merged in (on a copy); returns ``output_dir``."""
     from hf_dpo.reference.policies import REFERENCE_ADAPTER
 
     peft_model = extract_model_from_parallel(model)

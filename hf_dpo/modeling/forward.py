@@ -1,20 +1,17 @@
-"""Run a causal LM over a collated batch and return the summed completion log-probs of each pair's chosen
-and rejected completion (``ChosenRejectedLogps``).
+"""Summed completion log-probs of each pair's chosen and rejected completion (``ChosenRejectedLogps``).
 
-The model is called once through its own ``forward`` (so DDP / DeepSpeed wrappers see the call) with
-``logits_to_keep=1``; a forward hook on the decoder captures the final hidden states, and the LM head is
-applied only at completion positions, in chunks (``hf_dpo.modeling.logprobs``). Models whose logits are
-not a plain linear map of the final hidden state, or whose LM head is sharded (FSDP, ZeRO-3: gathered only
-inside the forward), take the logits path: the model applies its own head, with ``logits_to_keep`` set to
-the columns that hold a scored position (``completion_columns``), so prompt-only columns get no logits.
+Hidden path: one forward with ``logits_to_keep=1``, a decoder hook captures the final hidden states, and the
+LM head runs in chunks at completion positions only. Logits path (soft-capped/scaled logits, or a sharded
+head under FSDP / ZeRO-3): the model's own head on the scored columns only (``completion_columns``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,19 +28,14 @@ from hf_dpo.modeling.unwrap import base_causal_lm, lm_head_is_sharded
 
 logger = logging.getLogger("hf_dpo")
 
-# Optional batch column (N,): per-completion-token weights of the summed log-probs (LD-DPO, see
-# ``hf_dpo.modeling.logprobs.ld_token_weights``); every model scoring the batch applies them.
+# Optional batch column (N,): per-completion-token weights of the summed log-probs (LD-DPO).
 TOKEN_WEIGHT_KEY = "target_weight"
 
 
 @dataclass(frozen=True)
 class ChosenRejectedLogps:
-    """One model's summed completion log-probs log π(y|x) and completion lengths |y| of B pairs, each (B,).
-
-    Only when requested from ``sequence_logps``: ``chosen_weights``/``rejected_weights``, the WPO weights
-    w(y) = exp(1/|y| · Σ_t [log π(y_t) − log Σ_v π(v)²]) (no gradient), and ``aux_loss``, the MoE router
-    load-balancing loss the model returned (a scalar).
-    """
+    """One model's summed completion log-probs log π(y|x) and lengths |y| of B pairs, each (B,); on request
+    the WPO weights w(y) = exp(1/|y| · Σ_t [log π(y_t) − log Σ_v π(v)²]) and the MoE router ``aux_loss``."""
 
     chosen_logps: torch.Tensor
     rejected_logps: torch.Tensor
@@ -56,9 +48,7 @@ class ChosenRejectedLogps:
     @classmethod
     def split(cls, logps: torch.Tensor, num_tokens: torch.Tensor) -> ChosenRejectedLogps:
         """From per-sequence values ordered ``[chosen_1..B ; rejected_1..B]``, each (2B,)."""
-        chosen_logps, rejected_logps = logps.chunk(2)
-        chosen_num_tokens, rejected_num_tokens = num_tokens.chunk(2)
-        return cls(chosen_logps, rejected_logps, chosen_num_tokens, rejected_num_tokens)
+        return cls(*logps.chunk(2), *num_tokens.chunk(2))
 
 
 def add_ld_weights(batch: dict[str, Any], alpha: float) -> dict[str, Any]:
@@ -71,10 +61,8 @@ _HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.Weak
 
 
 def uses_hidden_path(model: torch.nn.Module) -> bool:
-    """True if log-probs can be computed from the final hidden state and a plain linear LM head (which
-    must be whole outside the forward: not under FSDP / ZeRO-3). Decided once per model: besides the
-    structural checks, a probe forward verifies that the model's logits are exactly ``head(hidden)``
-    (models that scale or soft-cap their logits after the head take the full-logits path)."""
+    """True if log-probs can come from the final hidden state and a whole, plain linear LM head; decided once
+    per model, by structural checks and a probe forward (``_head_reproduces_logits``)."""
     lm = base_causal_lm(model)
     if lm_head_is_sharded(model):
         return False
@@ -94,17 +82,23 @@ def uses_hidden_path(model: torch.nn.Module) -> bool:
     return _HIDDEN_PATH_OK[lm]
 
 
+@contextlib.contextmanager
+def _final_hidden(lm: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within: the decoder's final hidden states of each forward are captured as ``["hidden"]``."""
+    captured: dict[str, torch.Tensor] = {}
+    handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
     """Probe the bare model (never a DDP wrapper) on a few tokens: are its logits ``head(final hidden)``?"""
     head = lm.get_output_embeddings()
-    captured: dict[str, torch.Tensor] = {}
-    handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
     ids = torch.arange(1, 9, device=head.weight.device).unsqueeze(0) % head.weight.shape[0]
-    try:
-        with torch.no_grad():
-            logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()
-    finally:
-        handle.remove()
+    with torch.no_grad(), _final_hidden(lm) as captured:
+        logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()
     with torch.no_grad():
         mine = torch.nn.functional.linear(
             captured["hidden"][:, -1:].to(head.weight.dtype), head.weight, head.bias
@@ -130,17 +124,10 @@ def sequence_logps(
     wpo_weights: bool = False,
     output_router_logits: bool = False,
 ) -> ChosenRejectedLogps:
-    """Summed log-probs and lengths of the chosen and rejected completions of the B pairs of ``batch``.
-
-    Args:
-        model: a causal LM, possibly wrapped (DDP, DeepSpeed, PEFT).
-        batch: a collated batch (see ``hf_dpo.batching.layouts``); with a ``TOKEN_WEIGHT_KEY`` column the
-            log-probs are weighted sums (the lengths stay token counts).
-        chunk_size: completion tokens per LM-head chunk.
-        use_hidden: force the hidden-state path (True) or the full-logits path (False); None picks.
-        wpo_weights: also return the WPO weights (from the same LM-head pass).
-        output_router_logits: MoE models: ask for the router logits and return the model's ``aux_loss``.
-    """
+    """Summed log-probs and lengths of the chosen and rejected completions of the B pairs of a collated
+    ``batch`` (weighted sums with a ``TOKEN_WEIGHT_KEY`` column). ``use_hidden``: force the hidden-state
+    (True) or full-logits (False) path, None picks; ``wpo_weights`` / ``output_router_logits``: also return
+    the WPO weights / the MoE model's ``aux_loss``."""
     inputs = model_inputs(model, batch)  # layout columns -> model kwargs (e.g. a 4D mask for prefix sharing)
     config = getattr(base_causal_lm(model), "config", None)
     if output_router_logits or hasattr(config and config.get_text_config(), "output_router_logits"):
@@ -155,18 +142,15 @@ def sequence_logps(
     token_logps, output = path(model, inputs, index, targets, chunk_size, wpo_weights)
     if wpo_weights:
         token_logps, log_sum_sq = token_logps
-    ones = torch.ones_like(token_logps)
+    counts = sum_by_sequence(torch.ones_like(token_logps), seq, num_sequences)
     weights = batch.get(TOKEN_WEIGHT_KEY)
     # The layouts number sequences [chosen_1..B ; rejected_1..B] (target_seq), so halving splits the pairs.
     record = ChosenRejectedLogps.split(
-        sum_by_sequence(token_logps if weights is None else token_logps * weights, seq, num_sequences),
-        sum_by_sequence(ones, seq, num_sequences),
+        sum_by_sequence(token_logps if weights is None else token_logps * weights, seq, num_sequences), counts
     )
     if wpo_weights:
         with torch.no_grad():
-            mean = sum_by_sequence(token_logps - log_sum_sq, seq, num_sequences) / torch.cat(
-                [record.chosen_num_tokens, record.rejected_num_tokens]
-            ).clamp(min=1)
+            mean = sum_by_sequence(token_logps - log_sum_sq, seq, num_sequences) / counts.clamp(min=1)
             chosen, rejected = torch.exp(mean).chunk(2)
         record = replace(record, chosen_weights=chosen, rejected_weights=rejected)
     if output_router_logits:
@@ -191,12 +175,8 @@ def _hidden_path(
 ) -> tuple[Any, Any]:
     """Token log-probs from the captured final hidden states and the LM head, applied at ``index`` only."""
     lm = base_causal_lm(model)
-    captured: dict[str, torch.Tensor] = {}
-    handle = lm.get_decoder().register_forward_hook(lambda m, a, out: captured.update(hidden=out[0]))
-    try:
+    with _final_hidden(lm) as captured:
         output = model(**inputs, use_cache=False, logits_to_keep=1)
-    finally:
-        handle.remove()
     hidden = captured["hidden"].flatten(0, 1)[index]
     head = lm.get_output_embeddings()
     return chunked_token_logps(hidden, head.weight, targets, head.bias, chunk, wpo), output

@@ -29,16 +29,9 @@ def resolve_dtype(dtype: Any) -> Any:
 
 
 def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
-    """``AutoModelForCausalLM.from_pretrained`` for a hub id, a local directory, or a ``.gguf`` file.
-
-    The weights load in float32 unless ``dtype`` (or the older ``torch_dtype``) says otherwise, whatever dtype
-    the checkpoint was saved in (most Hub checkpoints are bf16): the optimizer then updates fp32 weights, and
-    ``bf16=True`` / ``fp16=True`` give mixed-precision compute. Training bf16 weights directly loses updates
-    smaller than about 1/256 of a weight (``lr=1e-6`` changes almost nothing). GGUF weights are de-quantized
-    to float on load; the leftover quantization markers (which make ``Trainer`` refuse to fine-tune) are
-    cleared. A bitsandbytes ``quantization_config`` (a ``BitsAndBytesConfig`` or its dict, as YAML configs
-    write it) is checked first: without bitsandbytes or a CUDA GPU the error says so and how to fix it.
-    """
+    """``AutoModelForCausalLM.from_pretrained`` for a hub id, a local directory, or a ``.gguf`` file (its
+    quantization markers cleared), in float32 unless ``dtype`` (or ``torch_dtype``) says otherwise. A
+    bitsandbytes ``quantization_config`` (object or dict) is checked first."""
     check_quantization_support(kwargs)
     if isinstance(kwargs.get("quantization_config"), dict):
         from transformers import BitsAndBytesConfig
@@ -55,18 +48,15 @@ def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
         )
         clear_dequantized_markers(model)
         return model
-    if (
-        os.path.sep in name_or_path
-        and not os.path.exists(name_or_path)
-        and name_or_path.startswith((".", "/"))
-    ):
+    is_local = os.path.sep in name_or_path and name_or_path.startswith((".", "/"))
+    if is_local and not os.path.exists(name_or_path):
         raise FileNotFoundError(f"model path does not exist: {name_or_path}")
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
 
 
 def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
-    """``AutoTokenizer`` for a hub id or directory; for a ``.gguf`` file, the tokenizer files beside it when
-    there are any, else the tokenizer embedded in the GGUF. ``kwargs`` go to ``from_pretrained``."""
+    """``AutoTokenizer`` for a hub id or directory; for a ``.gguf`` file, the tokenizer files beside it, else
+    the one embedded in the GGUF."""
     if not name_or_path.endswith(".gguf"):
         return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     directory, file = os.path.split(os.path.abspath(name_or_path))
@@ -76,8 +66,7 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
 
 
 def set_pad_token(tokenizer: Any, pad_token: str | None, model: Any = None) -> None:
-    """``DPOConfig.pad_token``: make ``pad_token`` the tokenizer's pad token (and the model config's
-    ``pad_token_id``); None leaves the tokenizer as it is. Raises if the token is not in the vocabulary."""
+    """Make ``pad_token`` (if not None) the tokenizer's pad token and the model config's ``pad_token_id``."""
     if pad_token is None:
         return
     if pad_token not in tokenizer.get_vocab():
@@ -87,9 +76,8 @@ def set_pad_token(tokenizer: Any, pad_token: str | None, model: Any = None) -> N
             "embeddings first."
         )
     tokenizer.pad_token = pad_token
-    config = getattr(model, "config", None)
-    if config is not None:
-        config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "config", None) is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def clear_dequantized_markers(model: PreTrainedModel) -> None:
@@ -104,9 +92,7 @@ def clear_dequantized_markers(model: PreTrainedModel) -> None:
 
 
 def warn_if_low_precision_training(model: torch.nn.Module, has_fp32_master: bool = False) -> bool:
-    """Log one warning when trainable parameters are bf16 with no fp32 master copy (the optimizer updates
-    them in bf16, where small updates round to nothing; fp16 weights get a float32 master copy from
-    ``DPOTrainer.create_optimizer``). Returns True if it warned."""
+    """Log one warning (and return True) when trainable parameters are bf16 with no fp32 master copy."""
     low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16})
     if not low or has_fp32_master:
         return False
@@ -165,8 +151,7 @@ def load_for_training(
 
 
 def prepare_for_training(model: torch.nn.Module, ref_model: torch.nn.Module | None, args: Any) -> None:
-    """Checks and switches of ``args`` that apply to the loaded models: a precision warning, dropout off,
-    and ``save_merged_model`` only for PEFT models."""
+    """Apply ``args`` to the loaded models: precision warning, ``save_merged_model`` check, dropout off."""
     has_fp32_master = bool(args.deepspeed) and bool(args.bf16 or args.fp16)  # DeepSpeed keeps one
     warn_if_low_precision_training(model, has_fp32_master=has_fp32_master)
     if args.save_merged_model and not hasattr(model, "merge_and_unload"):

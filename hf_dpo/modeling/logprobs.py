@@ -1,10 +1,5 @@
-"""Token log-probabilities from final hidden states without materialising full logits.
-
-A causal LM scores token t+1 from the final hidden state at position t: logits = h · Wᵀ (+ b), and
-log p(y_{t+1}) = logits[y_{t+1}] − logsumexp(logits). DPO needs these only for completion tokens, summed per
-sequence. Materialising the (2B, L, V) float32 logits (V = 50k–250k) dominates memory, so
-``chunked_token_logps`` computes them ``chunk_size`` rows at a time in the forward pass and recomputes each
-chunk in the backward pass: peak extra memory is (chunk_size, V) instead of (N, V). Pure math: no model.
+"""Token log-probs log p(y_{t+1}) = (h_t Wᵀ + b)[y_{t+1}] − logsumexp(h_t Wᵀ + b), ``chunk_size`` rows at a
+time (recomputed in backward): peak extra memory (chunk_size, V) instead of (N, V). Pure math: no model.
 """
 
 from __future__ import annotations
@@ -13,14 +8,7 @@ import torch
 
 
 def naive_token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Reference implementation: log_softmax(logits)[targets] in float32.
-
-    Args:
-        logits: (N, V) scores of the positions that predict ``targets``.
-        targets: (N,) token ids.
-    Returns:
-        (N,) float32 log-probabilities.
-    """
+    """Reference implementation: log_softmax(logits)[targets], (N, V) and (N,) -> (N,) float32."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
@@ -56,12 +44,9 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         need_bias = ctx.has_bias and ctx.needs_input_grad[2]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
         # fp32 accumulators only for what needs a gradient (a frozen LM head, as with PEFT, needs none)
-        grad_weight = (
-            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
-        )
-        grad_bias = (
-            torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_bias else None
-        )
+        fp32 = {"dtype": torch.float32, "device": weight.device}
+        grad_weight = torch.zeros(weight.shape, **fp32) if need_weight else None
+        grad_bias = torch.zeros(weight.shape[0], **fp32) if need_bias else None
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
             h = hidden[sl]
@@ -81,8 +66,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
 
 
 def log_sum_squared_probs(logits: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tensor:
-    """log Σ_v p_v² = logsumexp(2·logits) − 2·logsumexp(logits) per row, (n, V) -> (n,) float32; the
-    log-probability that two independent samples of the next token coincide (the WPO alignment term)."""
+    """log Σ_v p_v² = logsumexp(2·logits) − 2·logsumexp(logits) per row, (n, V) -> (n,) float32 (WPO)."""
     logits = logits.float()
     lse = torch.logsumexp(logits, dim=-1) if lse is None else lse
     return torch.logsumexp(2 * logits, dim=-1) - 2 * lse
@@ -91,9 +75,8 @@ def log_sum_squared_probs(logits: torch.Tensor, lse: torch.Tensor | None = None)
 def _compute_params(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LM head in the matmul dtype: bf16 under bf16 mixed precision (fp32 weights, bf16 activations, as
-    autocast would compute the head) or with bf16 weights; float32 otherwise. float16 is never used: its
-    range (65504) overflows the logits of a sharpened model to inf, and the log-probs to NaN."""
+    """The LM head in the matmul dtype: bf16 with bf16 activations or weights, else float32 (never float16:
+    its range overflows the logits of a sharpened model to inf)."""
     low = hidden.dtype == torch.bfloat16 and weight.dtype == torch.float32
     dtype = torch.bfloat16 if low or weight.dtype == torch.bfloat16 else torch.float32
     return weight.to(dtype), (bias.to(dtype) if bias is not None else None)
@@ -115,24 +98,12 @@ def chunked_token_logps(
     chunk_size: int = 1024,
     with_sum_sq: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """log p(targets | hidden) under the output layer (weight, bias), ``chunk_size`` rows at a time.
-
-    Args:
-        hidden: (N, H) final hidden states of the positions that predict ``targets``.
-        weight: (V, H) output embedding (the LM head; tied or not).
-        targets: (N,) next-token ids.
-        bias: optional (V,) output bias.
-        chunk_size: rows per chunk; peak extra memory is about chunk_size · V · 4 bytes (twice in backward).
-    Returns:
-        (N,) float32 log-probabilities, equal to ``naive_token_logps(hidden @ weight.T + bias, targets)``,
-        with gradients to ``hidden``, ``weight`` and ``bias``. With ``with_sum_sq``, also the (N,)
-        ``log_sum_squared_probs`` of the same rows (no gradient), from the same head pass.
-    """
+    """``naive_token_logps(hidden @ weight.T + bias, targets)``: hidden (N, H), weight (V, H), targets (N,),
+    bias (V,) -> (N,) float32, with gradients. ``with_sum_sq``: also the (N,) ``log_sum_squared_probs``."""
     if hidden.shape[0] == 0:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return (empty + 0 * weight.sum(), empty) if with_sum_sq else empty + 0 * weight.sum()
-    # The head's precision is decided here (see ``_compute_params``), never by an enclosing autocast, so the
-    # policy and the reference (whose forwards may sit in different autocast contexts) score tokens alike.
+    # Precision from ``_compute_params``, never an enclosing autocast: policy and reference score alike.
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         out, sum_sq = _ChunkedTokenLogps.apply(hidden, weight, bias, targets, max(1, chunk_size), with_sum_sq)
     return (out, sum_sq) if with_sum_sq else out
@@ -141,12 +112,8 @@ def chunked_token_logps(
 def chunked_logits_token_logps(
     logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, with_sum_sq: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``naive_token_logps`` computed ``chunk_size`` rows at a time, so only one float32 chunk is live.
-
-    For models whose logits are not a plain linear map of the final hidden state (logit soft-capping or
-    scaling), or whose output layer is sharded (FSDP, ZeRO-3). Shapes as in ``naive_token_logps``; with
-    ``with_sum_sq``, also the (N,) ``log_sum_squared_probs`` (no gradient).
-    """
+    """``naive_token_logps`` ``chunk_size`` rows at a time (one float32 chunk live); ``with_sum_sq``: also the
+    (N,) ``log_sum_squared_probs`` (no gradient)."""
     spans = range(0, logits.shape[0], chunk_size)
     parts = [naive_token_logps(logits[s : s + chunk_size], targets[s : s + chunk_size]) for s in spans]
     out = torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
@@ -160,33 +127,16 @@ def chunked_logits_token_logps(
 def sum_by_sequence(
     token_logps: torch.Tensor, sequence_index: torch.Tensor, num_sequences: int
 ) -> torch.Tensor:
-    """Sum per-token values into per-sequence totals.
-
-    Args:
-        token_logps: (N,) values, one per completion token.
-        sequence_index: (N,) int64, which of ``num_sequences`` sequences each token belongs to.
-    Returns:
-        (num_sequences,) sums.
-    """
-    out = token_logps.new_zeros(num_sequences)
-    return out.index_add(0, sequence_index, token_logps)
+    """(N,) per-token values summed by their (N,) int64 ``sequence_index`` -> (num_sequences,)."""
+    return token_logps.new_zeros(num_sequences).index_add(0, sequence_index, token_logps)
 
 
 def ld_token_weights(
     sequence_index: torch.Tensor, target_index: torch.Tensor, num_pairs: int, alpha: float
 ) -> torch.Tensor:
-    """LD-DPO (length-desensitized DPO) token weights: with ℓ = min(|y_w|, |y_l|) of a pair, the
-    first ℓ completion tokens of each of its sequences weigh 1 and later ones α, so that the summed
-    log-prob becomes log π(y_{≤ℓ}) + α · log π(y_{>ℓ}).
-
-    Args:
-        sequence_index: (N,) sequence of each completion token, ordered ``[chosen_1..B ; rejected_1..B]``.
-        target_index: (N,) the token's position in the flattened batch (increasing along a sequence).
-        num_pairs: B.
-        alpha: α in [0, 1].
-    Returns:
-        (N,) float32 weights.
-    """
+    """LD-DPO token weights (N,) float32: with ℓ = min(|y_w|, |y_l|), the first ℓ tokens of each sequence
+    weigh 1 and later ones α (summed log-prob log π(y_{≤ℓ}) + α · log π(y_{>ℓ})). ``sequence_index`` (N,) is
+    ordered ``[chosen_1..B ; rejected_1..B]``; ``target_index`` (N,) increases along a sequence."""
     n = sequence_index.shape[0]
     if n == 0:
         return torch.ones(0, dtype=torch.float32, device=sequence_index.device)

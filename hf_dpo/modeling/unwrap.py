@@ -1,8 +1,4 @@
-"""Reaching the bare ``*ForCausalLM`` inside wrappers, and whether its LM head is sharded.
-
-Modelling helpers with no dependency on the rest of hf_dpo, so batching, forward and the reference
-policies can all import them.
-"""
+"""The bare ``*ForCausalLM`` inside wrappers, and whether its LM head is sharded (imports no hf_dpo)."""
 
 from __future__ import annotations
 
@@ -11,8 +7,7 @@ from accelerate.utils import extract_model_from_parallel
 
 
 def base_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``*ForCausalLM`` module inside DDP/DeepSpeed, ``torch.compile`` (``OptimizedModule._orig_mod``)
-    and PEFT wrappers: the module whose class and config say which attention backend and masks it uses."""
+    """The ``*ForCausalLM`` module inside DDP/DeepSpeed, ``torch.compile`` and PEFT wrappers."""
     model = extract_model_from_parallel(model, keep_torch_compile=False)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 

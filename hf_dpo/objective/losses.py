@@ -1,16 +1,7 @@
-"""DPO-family losses: pure functions from per-pair log-probabilities to per-pair losses.
+"""DPO-family losses: pure functions from per-pair summed log-probs (B,) to per-pair losses (B,).
 
-Notation (Rafailov et al. 2023, arXiv:2305.18290): for a prompt x with preferred completion y_w and
-dispreferred completion y_l, the log-ratio of a completion and its implicit reward are
-
-    u(y) = log πθ(y|x) − log πref(y|x),        r(x, y) = β · u(y),
-
-and the DPO objective (paper Eq. 7) is L_DPO = −E[ log σ( β·(u(y_w) − u(y_l)) ) ].
-
-Every loss function takes tensors of shape (B,) (one value per pair, log-probs summed over completion
-tokens) and returns per-pair losses of shape (B,). ``preference_loss`` combines any list of loss types
-with weights, the way TRL 1.16's ``DPOTrainer`` does (Σ_k w_k · loss_k); ``dpo_loss`` is its short form for a
-single loss type. No I/O, no model, no Trainer.
+Notation (arXiv:2305.18290): u(y) = log πθ(y|x) − log πref(y|x), reward r = β·u(y), and
+L_DPO = −E[log σ(β·(u(y_w) − u(y_l)))] (Eq. 7). ``preference_loss`` sums weighted loss types as TRL 1.16.
 """
 
 from __future__ import annotations
@@ -26,38 +17,13 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from hf_dpo.modeling.forward import ChosenRejectedLogps
 
-# The loss types of TRL 1.16's DPOTrainer, with TRL's meaning ...
-TRL_LOSS_TYPES = (
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
-)
-# ... plus reference-free objectives that TRL's DPOTrainer does not have.
-LOSS_TYPES = TRL_LOSS_TYPES + ("simpo", "orpo")
 F_DIVERGENCE_TYPES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
 
 @dataclass(frozen=True)
 class PreferenceLogps:
-    """Summed completion log-probs of a batch of pairs, each of shape (B,).
-
-    ``ref_chosen``/``ref_rejected`` may be None for reference-free losses (``simpo``, ``orpo``, ``sft``).
-    ``chosen_num_tokens``/``rejected_num_tokens`` (|y_w|, |y_l|, counted over completion tokens, EOS
-    included) are needed by ``sigmoid_norm``, ``simpo``, ``orpo`` and ``sft``; given to ``ipo``, they make it
-    average log-ratios over tokens as TRL 1.16 does.
-    """
+    """Summed completion log-probs of a batch of pairs, each (B,); ``ref_*`` None for reference-free losses.
+    Token counts |y_w|, |y_l| (EOS included): needed by ``TOKEN_COUNT_LOSS_TYPES``; ``ipo`` then averages."""
 
     policy_chosen: torch.Tensor
     policy_rejected: torch.Tensor
@@ -78,13 +44,12 @@ class PreferenceLogps:
     def from_records(
         cls, policy: ChosenRejectedLogps, reference: ChosenRejectedLogps | None
     ) -> PreferenceLogps:
-        """From the policy's and the reference's chosen/rejected records (``sequence_logps`` outputs); the
-        token counts are the policy's. ``reference=None`` for the reference-free losses."""
+        """From ``sequence_logps`` records (token counts: the policy's); ``reference=None``: no reference."""
+        ref = (reference.chosen_logps, reference.rejected_logps) if reference is not None else (None, None)
         return cls(
             policy.chosen_logps,
             policy.rejected_logps,
-            reference.chosen_logps if reference is not None else None,
-            reference.rejected_logps if reference is not None else None,
+            *ref,
             policy.chosen_num_tokens,
             policy.rejected_num_tokens,
         )
@@ -101,20 +66,10 @@ class DPOLossOutput:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Hyperparameters of ``preference_loss``; TRL's fields keep TRL 1.16 ``DPOConfig`` names and defaults.
-
-    Args:
-        loss_type: one name of ``LOSS_TYPES`` or a list of them (summed with ``loss_weights``).
-        loss_weights: one weight per loss type; None = 1.0 each.
-        beta: β > 0 of every reference-based loss (τ of IPO).
-        label_smoothing: ε; flip probability for ``sigmoid`` (cDPO), ``robust`` (in [0, 0.5)), ``aot`` and
-            ``aot_unpaired``; the label smoothing of ``exo_pair`` (must be > 0; the EXO paper suggests 1e-3).
-        f_divergence_type: one of ``F_DIVERGENCE_TYPES``; a non-default value is only allowed when every loss
-            type is in ``F_DIVERGENCE_LOSS_TYPES``.
-        f_alpha_divergence_coef: α of ``alpha_divergence``.
-        discopop_tau: τ of ``discopop`` (the DiscoPOP paper's 0.05).
-        simpo_beta, simpo_gamma: β and target margin γ of ``simpo`` (SimPO's β = 2.0, γ/β = 0.5).
-        orpo_lambda: λ, weight of the odds-ratio term of ``orpo`` (ORPO's 0.1).
+    """Hyperparameters of ``preference_loss``, with TRL 1.16 ``DPOConfig`` names and defaults.
+    ``loss_type``: a name of ``LOSS_TYPES`` or a list of them, summed with ``loss_weights`` (None: 1.0 each).
+    ``label_smoothing`` ε: flip rate of ``sigmoid`` (cDPO), ``robust`` ([0, 0.5)), ``aot*``; ``exo_pair``
+    needs ε > 0. A non-default ``f_divergence_type`` needs every loss type in ``F_DIVERGENCE_LOSS_TYPES``.
     """
 
     loss_type: str | Sequence[str] = "sigmoid"
@@ -139,8 +94,7 @@ class LossConfig:
 
     @classmethod
     def from_args(cls, args: Any) -> LossConfig:
-        """Build from any object with (a subset of) these fields as attributes, e.g. a ``DPOConfig``, or
-        from a mapping of them (a run's ``config.yaml``)."""
+        """From an object with (some of) these fields as attributes (``DPOConfig``), or a mapping of them."""
         names = [f.name for f in cls.__dataclass_fields__.values() if f.init]
         if isinstance(args, Mapping):
             return cls(**{name: args[name] for name in names if args.get(name) is not None})
@@ -149,9 +103,8 @@ class LossConfig:
     def _validate(self) -> None:
         if not self.loss_types:
             raise ValueError("loss_type is empty; give one of " + ", ".join(LOSS_TYPES))
-        for name in self.loss_types:
-            if name not in LOSS_TYPES:
-                raise ValueError(f"unknown loss_type {name!r}; expected one of {', '.join(LOSS_TYPES)}")
+        if unknown := [name for name in self.loss_types if name not in LOSS_TYPES]:
+            raise ValueError(f"unknown loss_type {unknown[0]!r}; expected one of {', '.join(LOSS_TYPES)}")
         if len(self.weights) != len(self.loss_types):
             raise ValueError(
                 f"loss_weights has {len(self.weights)} weights for {len(self.loss_types)} loss types "
@@ -189,15 +142,9 @@ class LossConfig:
 
 
 def f_divergence_score(log_ratio: torch.Tensor, f_divergence_type: str, alpha: float = 0.5) -> torch.Tensor:
-    """f'(t) at t = πθ/πref = exp(log_ratio), shape preserved: the per-completion score of f-DPO
-    (Wang et al. 2023, arXiv:2309.16240, Thm. 1), whose difference replaces u(y_w) − u(y_l) in the loss.
-
-    - ``reverse_kl``: f'(t) = log t (DPO).
-    - ``forward_kl``: f'(t) = 1 − 1/t.
-    - ``js_divergence``: f'(t) = log(2t / (1 + t)) = log 2 + log σ(log t).
-    - ``alpha_divergence``: f'(t) = (t^(α−1) − 1)/(α − 1); log t at α = 1. The exponent is clamped (at 11
-      in float16, 80 otherwise) so that t^(α−1) stays finite.
-    """
+    """f'(t) at t = exp(log_ratio), shape preserved: the f-DPO score (arXiv:2309.16240, Thm. 1). reverse_kl:
+    log t; forward_kl: 1 − 1/t; js_divergence: log 2 + log σ(log t); alpha_divergence: (t^(α−1) − 1)/(α − 1),
+    exponent clamped (11 in float16, else 80)."""
     if f_divergence_type == "reverse_kl":
         return log_ratio
     if f_divergence_type == "forward_kl":
@@ -224,35 +171,32 @@ def _per_token(summed: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
     return summed / num_tokens.to(summed.dtype).clamp(min=1)
 
 
-# ---- losses on the score difference d = s(y_w) − s(y_l) (s = log-ratio, or its f-divergence score) ----
+# ---- losses on d = s(y_w) − s(y_l) (s: the log-ratio u, or its f-divergence score); all (B,) -> (B,) ----
 
 
 def sigmoid_loss(delta: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """DPO (arXiv:2305.18290, Eq. 7): −log σ(β·d), shape (B,). With ε = ``label_smoothing`` > 0, conservative
-    DPO: −(1−ε)·log σ(βd) − ε·log σ(−βd) (TRL 1.16's ``sigmoid`` ignores ε)."""
+    """DPO (arXiv:2305.18290, Eq. 7): −log σ(βd); cDPO with ε > 0 (TRL 1.16's ``sigmoid`` ignores ε)."""
     return _cdpo(beta * delta, label_smoothing)
 
 
 def robust_loss(delta: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
-    """rDPO (Chowdhury et al. 2024, arXiv:2403.00409, Eq. 8), unbiased under label-flip rate ε ∈ [0, 0.5):
-    (−(1−ε)·log σ(βd) + ε·log σ(−βd)) / (1 − 2ε), shape (B,)."""
+    """rDPO (arXiv:2403.00409, Eq. 8): (−(1−ε)·log σ(βd) + ε·log σ(−βd)) / (1 − 2ε), ε ∈ [0, 0.5)."""
     eps = label_smoothing
     return (-(1 - eps) * F.logsigmoid(beta * delta) + eps * F.logsigmoid(-beta * delta)) / (1 - 2 * eps)
 
 
 def hinge_loss(delta: torch.Tensor, beta: float) -> torch.Tensor:
-    """SLiC-HF calibration loss (Zhao et al. 2023, arXiv:2305.10425, Eq. 1): max(0, 1 − β·d), shape (B,)."""
+    """SLiC-HF (arXiv:2305.10425, Eq. 1): max(0, 1 − β·d)."""
     return torch.relu(1 - beta * delta)
 
 
 def ipo_loss(delta: torch.Tensor, beta: float) -> torch.Tensor:
-    """IPO (Azar et al. 2023, arXiv:2310.12036, Eq. 17) with τ = β: (d − 1/(2β))², shape (B,)."""
+    """IPO (arXiv:2310.12036, Eq. 17) with τ = β: (d − 1/(2β))²."""
     return (delta - 1 / (2 * beta)) ** 2
 
 
 def exo_pair_loss(delta: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
-    """EXO for pairs (Ji et al. 2024, arXiv:2402.00856, Eq. 16): KL(q ‖ p) between q = (σ(βd), σ(−βd)), the
-    policy's distribution over {y_w, y_l}, and the smoothed label p = (1−ε, ε); shape (B,). Needs ε > 0."""
+    """EXO for pairs (arXiv:2402.00856, Eq. 16): KL(q ‖ p), q = (σ(βd), σ(−βd)), p = (1−ε, ε), ε > 0."""
     z = beta * delta
     kl_chosen = torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-label_smoothing))
     kl_rejected = torch.sigmoid(-z) * (F.logsigmoid(-z) - math.log(label_smoothing))
@@ -260,71 +204,46 @@ def exo_pair_loss(delta: torch.Tensor, beta: float, label_smoothing: float) -> t
 
 
 def discopop_loss(delta: torch.Tensor, beta: float, tau: float = 0.05) -> torch.Tensor:
-    """DiscoPOP / log-ratio modulated loss (Chan Lu et al. 2024, arXiv:2406.08414, Eq. 5), shape (B,): with
-    z = β·d and m = σ(z/τ), (1 − m)·(−log σ(z)) + m·exp(−z)."""
+    """DiscoPOP (arXiv:2406.08414, Eq. 5): z = β·d, m = σ(z/τ), (1 − m)·(−log σ(z)) + m·exp(−z)."""
     z = beta * delta
     mix = torch.sigmoid(z / tau)
     return (1 - mix) * -F.logsigmoid(z) + mix * torch.exp(-z)
 
 
-# ---- losses on the separate log-ratios u_w = u(y_w), u_l = u(y_l) ----
+# ---- losses on the separate log-ratios u_w = u(y_w), u_l = u(y_l); all (B,) -> (B,) ----
 
 
-def nca_pair_loss(
-    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float
-) -> torch.Tensor:
-    """NCA for pairs (Chen et al. 2024, arXiv:2402.05369, Eq. 12), shape (B,):
-    −log σ(β·u_w) − ½·log σ(−β·u_w) − ½·log σ(−β·u_l)."""
-    chosen, rejected = beta * chosen_logratio, beta * rejected_logratio
+def nca_pair_loss(u_w: torch.Tensor, u_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """NCA (arXiv:2402.05369, Eq. 12): −log σ(β·u_w) − ½·log σ(−β·u_w) − ½·log σ(−β·u_l)."""
+    chosen, rejected = beta * u_w, beta * u_l
     return -F.logsigmoid(chosen) - 0.5 * F.logsigmoid(-chosen) - 0.5 * F.logsigmoid(-rejected)
 
 
-def bco_pair_loss(
-    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float, delta: float = 0.0
-) -> torch.Tensor:
-    """BCO for pairs (Jung et al. 2024, arXiv:2404.04656, Eq. 9), shape (B,): each completion classified on
-    its own, −log σ(β·u_w − δ) − log σ(−(β·u_l − δ)), δ the running reward mean (0 in TRL 1.16)."""
-    return -F.logsigmoid(beta * chosen_logratio - delta) - F.logsigmoid(-(beta * rejected_logratio - delta))
+def bco_pair_loss(u_w: torch.Tensor, u_l: torch.Tensor, beta: float, delta: float = 0.0) -> torch.Tensor:
+    """BCO (arXiv:2404.04656, Eq. 9): −log σ(β·u_w − δ) − log σ(−(β·u_l − δ)), δ = 0 as in TRL 1.16."""
+    return -F.logsigmoid(beta * u_w - delta) - F.logsigmoid(-(beta * u_l - delta))
 
 
-def sppo_hard_loss(
-    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float
-) -> torch.Tensor:
-    """SPPO with hard win probabilities (Wu et al. 2024, arXiv:2405.00675, Eq. 4.7 with P(y_w ≻ y_l) = 1),
-    shape (B,): (u_w − 1/(2β))² + (u_l + 1/(2β))²."""
-    return (chosen_logratio - 0.5 / beta) ** 2 + (rejected_logratio + 0.5 / beta) ** 2
+def sppo_hard_loss(u_w: torch.Tensor, u_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """SPPO, hard win probabilities (arXiv:2405.00675, Eq. 4.7): (u_w − 1/(2β))² + (u_l + 1/(2β))²."""
+    return (u_w - 0.5 / beta) ** 2 + (u_l + 0.5 / beta) ** 2
 
 
-def apo_zero_loss(
-    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float
-) -> torch.Tensor:
-    """APO-zero (D'Oosterlinck et al. 2024, arXiv:2408.06266, Eq. 7): raise chosen, lower rejected
-    likelihood; (1 − σ(β·u_w)) + σ(β·u_l), shape (B,). For chosen outputs better than the model's own."""
-    return 1 - torch.sigmoid(beta * chosen_logratio) + torch.sigmoid(beta * rejected_logratio)
+def apo_zero_loss(u_w: torch.Tensor, u_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """APO-zero (arXiv:2408.06266, Eq. 7): (1 − σ(β·u_w)) + σ(β·u_l)."""
+    return 1 - torch.sigmoid(beta * u_w) + torch.sigmoid(beta * u_l)
 
 
-def apo_down_loss(
-    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float
-) -> torch.Tensor:
-    """APO-down (arXiv:2408.06266, Eq. 8): lower both likelihoods, the rejected one more;
-    σ(β·u_w) + (1 − σ(β·(u_w − u_l))), shape (B,). For chosen outputs worse than the model's own."""
-    return (
-        torch.sigmoid(beta * chosen_logratio)
-        + 1
-        - torch.sigmoid(beta * (chosen_logratio - rejected_logratio))
-    )
+def apo_down_loss(u_w: torch.Tensor, u_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """APO-down (arXiv:2408.06266, Eq. 8): σ(β·u_w) + (1 − σ(β·(u_w − u_l)))."""
+    return torch.sigmoid(beta * u_w) + 1 - torch.sigmoid(beta * (u_w - u_l))
 
 
 def aot_loss(
     logps: PreferenceLogps, beta: float, label_smoothing: float = 0.0, paired: bool = True
 ) -> torch.Tensor:
-    """AOT, distributional alignment via optimal transport (Melnyk et al. 2024, arXiv:2406.05882), shape (B,).
-
-    Paired (``aot``): sort the policy margins log πθ(y_w) − log πθ(y_l) and, separately, the reference
-    margins over the batch, d_(i) = policy_(i) − ref_(i). Unpaired (``aot_unpaired``): sort u_w and u_l
-    separately, d_(i) = u_w,(i) − u_l,(i). Loss −(1−ε)·log σ(β·d_(i)) − ε·log σ(−β·d_(i)). Entry i belongs to
-    the i-th order statistic, not to pair i; only the batch mean has a meaning.
-    """
+    """AOT (arXiv:2406.05882), (B,): cDPO loss on d_(i) = policy_(i) − ref_(i), the batch-sorted policy and
+    reference margins (paired), or the sorted u_w and u_l (unpaired). Only the batch mean has a meaning."""
     if paired:
         policy = torch.sort(logps.policy_chosen - logps.policy_rejected, dim=0).values
         reference = torch.sort(logps.ref_chosen - logps.ref_rejected, dim=0).values
@@ -338,29 +257,21 @@ def aot_loss(
 
 
 def sft_batch_loss(chosen_logps: torch.Tensor, chosen_num_tokens: torch.Tensor) -> torch.Tensor:
-    """The ``sft`` loss of TRL 1.16: NLL per token of the chosen completions over the whole batch,
-    −Σ_b log πθ(y_w,b) / Σ_b |y_w,b|, repeated to shape (B,) (so its batch mean is that value)."""
+    """TRL 1.16's ``sft``: −Σ_b log πθ(y_w,b) / Σ_b |y_w,b|, repeated to shape (B,)."""
     total = -chosen_logps.sum() / chosen_num_tokens.to(chosen_logps.dtype).sum().clamp(min=1)
     return total.expand(chosen_logps.shape[0])
 
 
 def sft_loss(chosen_logps: torch.Tensor, chosen_num_tokens: torch.Tensor) -> torch.Tensor:
-    """Per-pair negative log-likelihood per token of the chosen completion, shape (B,).
-
-    The RPO term (Pang et al. 2024, arXiv:2404.19733): total loss = L_DPO + α · NLL(y_w|x)/|y_w|.
-    """
+    """Per-pair NLL per token of the chosen completion, (B,): the RPO term (arXiv:2404.19733)."""
     return -_per_token(chosen_logps, chosen_num_tokens)
 
 
 def simpo_loss(
     logps: PreferenceLogps, beta: float = 2.0, gamma: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SimPO (Meng et al. 2024, arXiv:2405.14734, Eq. 6), reference-free, shape (B,):
-
-        r(y) = β/|y| · log πθ(y|x),      L = −log σ( r(y_w) − r(y_l) − γ ).
-
-    Returns (losses, r(y_w), r(y_l)); the rewards are detached. Defaults β = 2.0, γ = 1.0 (γ/β = 0.5).
-    """
+    """SimPO (arXiv:2405.14734, Eq. 6): r(y) = β/|y|·log πθ(y|x), L = −log σ(r(y_w) − r(y_l) − γ).
+    Returns (losses, r(y_w), r(y_l)), each (B,); the rewards are detached."""
     chosen = beta * _per_token(logps.policy_chosen, logps.chosen_num_tokens)
     rejected = beta * _per_token(logps.policy_rejected, logps.rejected_num_tokens)
     return -F.logsigmoid(chosen - rejected - gamma), chosen.detach(), rejected.detach()
@@ -372,15 +283,9 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def orpo_loss(logps: PreferenceLogps, lam: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ORPO (Hong et al. 2024, arXiv:2403.07691, Eqs. 2-7), reference-free, shape (B,):
-
-        p̄(y) = exp(log πθ(y|x)/|y|),  odds(y) = p̄/(1 − p̄),
-        L = −log πθ(y_w|x)/|y_w|  −  λ · log σ( log odds(y_w) − log odds(y_l) ).
-
-    The per-token mean log-prob is capped just below 0 (−machine ε) so that log odds stays finite when a
-    completion has probability 1. Returns (losses, λ·log p̄(y_w), λ·log p̄(y_l)), the rewards TRL's
-    ORPOTrainer logs (detached).
-    """
+    """ORPO (arXiv:2403.07691, Eqs. 2-7): p̄(y) = exp(log πθ(y|x)/|y|), odds = p̄/(1 − p̄),
+    L = −log πθ(y_w|x)/|y_w| − λ·log σ(log odds(y_w) − log odds(y_l)); log p̄ capped at −eps to stay finite.
+    Returns (losses, λ·log p̄(y_w), λ·log p̄(y_l)), each (B,); TRL ORPOTrainer's rewards, detached."""
     cap = -torch.finfo(logps.policy_chosen.dtype).eps
     chosen = _per_token(logps.policy_chosen, logps.chosen_num_tokens)
     rejected = _per_token(logps.policy_rejected, logps.rejected_num_tokens)
@@ -395,12 +300,8 @@ def orpo_loss(logps: PreferenceLogps, lam: float = 0.1) -> tuple[torch.Tensor, t
 
 @dataclass(frozen=True)
 class LossTerms:
-    """What the losses are computed from, built once per batch by ``preference_loss``, each (B,).
-
-    ``chosen_logratio``/``rejected_logratio``: u(y_w), u(y_l); ``delta``: d = s(y_w) − s(y_l) with s the
-    f-divergence score of u (u itself for ``reverse_kl``); ``delta_per_token``: d with each s divided by its
-    completion length (None without token counts). All None without reference log-probs.
-    """
+    """What the losses are computed from, once per batch, each (B,); all None without reference log-probs:
+    u(y_w), u(y_l), d = s(y_w) − s(y_l) (s: f-divergence score of u), and d of per-token s (needs counts)."""
 
     logps: PreferenceLogps
     chosen_logratio: torch.Tensor | None = None
@@ -411,11 +312,8 @@ class LossTerms:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """One registered loss: ``fn(terms, config) -> (B,)`` and what it needs.
-
-    ``needs_reference``: reference log-probs; ``needs_token_counts``: completion lengths;
-    ``f_divergence``: defined on d = s(y_w) − s(y_l), so a non-default ``f_divergence_type`` applies.
-    """
+    """One registered loss ``fn(terms, config) -> (B,)``, and whether it needs reference log-probs, completion
+    lengths, or takes d = s(y_w) − s(y_l) (so a non-default ``f_divergence_type`` applies)."""
 
     fn: Callable[[LossTerms, LossConfig], torch.Tensor]
     needs_reference: bool = True
@@ -432,39 +330,37 @@ def _aot(paired: bool) -> Callable[[LossTerms, LossConfig], torch.Tensor]:
     return lambda t, c: aot_loss(t.logps, c.beta, c.label_smoothing, paired=paired)
 
 
+_POLICY_ONLY = {"needs_reference": False, "needs_token_counts": True}  # reference-free, per-token losses
+
+
+# In the order of TRL 1.16's DPOTrainer loss types, then the reference-free ones TRL's DPOTrainer lacks.
 LOSSES: dict[str, LossSpec] = {
     "sigmoid": LossSpec(lambda t, c: sigmoid_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
-    "robust": LossSpec(lambda t, c: robust_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
     "hinge": LossSpec(lambda t, c: hinge_loss(t.delta, c.beta), f_divergence=True),
     "ipo": LossSpec(_ipo, f_divergence=True),
+    "exo_pair": LossSpec(lambda t, c: exo_pair_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
+    "nca_pair": LossSpec(lambda t, c: nca_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "robust": LossSpec(lambda t, c: robust_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
+    "bco_pair": LossSpec(lambda t, c: bco_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "sppo_hard": LossSpec(lambda t, c: sppo_hard_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "aot": LossSpec(_aot(paired=True)),
+    "aot_unpaired": LossSpec(_aot(paired=False)),
+    "apo_zero": LossSpec(lambda t, c: apo_zero_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "apo_down": LossSpec(lambda t, c: apo_down_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
+    "discopop": LossSpec(lambda t, c: discopop_loss(t.delta, c.beta, c.discopop_tau), f_divergence=True),
+    "sft": LossSpec(
+        lambda t, c: sft_batch_loss(t.logps.policy_chosen, t.logps.chosen_num_tokens),
+        f_divergence=True,
+        **_POLICY_ONLY,
+    ),
     "sigmoid_norm": LossSpec(
         lambda t, c: sigmoid_loss(t.delta_per_token, c.beta), needs_token_counts=True, f_divergence=True
     ),
-    "exo_pair": LossSpec(lambda t, c: exo_pair_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
-    "discopop": LossSpec(lambda t, c: discopop_loss(t.delta, c.beta, c.discopop_tau), f_divergence=True),
-    "nca_pair": LossSpec(lambda t, c: nca_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "bco_pair": LossSpec(lambda t, c: bco_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "sppo_hard": LossSpec(lambda t, c: sppo_hard_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "apo_zero": LossSpec(lambda t, c: apo_zero_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "apo_down": LossSpec(lambda t, c: apo_down_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "aot": LossSpec(_aot(paired=True)),
-    "aot_unpaired": LossSpec(_aot(paired=False)),
-    "sft": LossSpec(
-        lambda t, c: sft_batch_loss(t.logps.policy_chosen, t.logps.chosen_num_tokens),
-        needs_reference=False,
-        needs_token_counts=True,
-        f_divergence=True,
-    ),
-    "simpo": LossSpec(
-        lambda t, c: simpo_loss(t.logps, c.simpo_beta, c.simpo_gamma)[0],
-        needs_reference=False,
-        needs_token_counts=True,
-    ),
-    "orpo": LossSpec(
-        lambda t, c: orpo_loss(t.logps, c.orpo_lambda)[0], needs_reference=False, needs_token_counts=True
-    ),
+    "simpo": LossSpec(lambda t, c: simpo_loss(t.logps, c.simpo_beta, c.simpo_gamma)[0], **_POLICY_ONLY),
+    "orpo": LossSpec(lambda t, c: orpo_loss(t.logps, c.orpo_lambda)[0], **_POLICY_ONLY),
 }
-REFERENCE_FREE_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if not s.needs_reference)
+LOSS_TYPES = tuple(LOSSES)
+TRL_LOSS_TYPES = LOSS_TYPES[:-2]
 TOKEN_COUNT_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if s.needs_token_counts)
 F_DIVERGENCE_LOSS_TYPES = frozenset(n for n, s in LOSSES.items() if s.f_divergence)
 
@@ -516,10 +412,9 @@ def loss_terms(logps: PreferenceLogps, config: LossConfig) -> LossTerms:
 
 
 def implicit_rewards(terms: LossTerms, config: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Detached per-pair rewards (B,) of chosen and rejected. For reference-free losses alone: SimPO's
-    β_simpo/|y|·log πθ(y) if ``simpo`` is among them, else ORPO's λ/|y|·log πθ(y) if ``orpo`` is (as TRL's
-    ORPOTrainer logs it); otherwise β·u(y) given reference log-probs (as TRL reports it), else the per-token
-    mean log-prob 1/|y|·log πθ(y) (``sft`` alone)."""
+    """Detached per-pair rewards (B,) of chosen and rejected: β·u(y) (as TRL), but for reference-free losses
+    alone SimPO's β_s/|y|·log πθ(y) with ``simpo``, else ORPO's λ/|y|·log πθ(y) with ``orpo``, else
+    1/|y|·log πθ(y) (``sft`` alone)."""
     logps, types = terms.logps, set(config.loss_types)
     reference_free = not needs_reference(config.loss_types)
     if reference_free and "simpo" in types:
@@ -532,13 +427,8 @@ def implicit_rewards(terms: LossTerms, config: LossConfig) -> tuple[torch.Tensor
 
 
 def preference_loss(logps: PreferenceLogps, config: LossConfig) -> DPOLossOutput:
-    """Per-pair loss Σ_k w_k · loss_k over ``config.loss_types`` (each ``LOSSES[k].fn``), shape (B,), and
-    the implicit rewards (``implicit_rewards``).
-
-    Reference-based losses see u(y) = log πθ(y) − log πref(y), or its f-divergence score s(y) where the loss
-    takes d = s(y_w) − s(y_l) (``loss_terms``). The batch mean equals the loss of TRL 1.16's ``DPOTrainer``
-    on the same inputs (``sigmoid`` with ε > 0 is cDPO here, DPO in TRL; ``bco_pair`` uses δ = 0 as TRL).
-    """
+    """Per-pair loss Σ_k w_k · loss_k over ``config.loss_types``, (B,), and the implicit rewards. The batch
+    mean equals TRL 1.16's ``DPOTrainer`` loss (except ``sigmoid`` with ε > 0: cDPO here)."""
     _check_inputs(logps, config)
     terms = loss_terms(logps, config)
     losses = sum(
@@ -550,18 +440,8 @@ def preference_loss(logps: PreferenceLogps, config: LossConfig) -> DPOLossOutput
 def dpo_loss(
     logps: PreferenceLogps, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0
 ) -> DPOLossOutput:
-    """Per-pair loss of one loss type with default settings otherwise: ``preference_loss`` with
-    ``LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing)``. With the log-ratio difference
-    h = (log πθ(y_w) − log πref(y_w)) − (log πθ(y_l) − log πref(y_l)) and ε = label_smoothing, e.g.:
-
-    - ``sigmoid``: −(1−ε)·log σ(βh) − ε·log σ(−βh). ε = 0 is DPO (Eq. 7); ε > 0 is conservative DPO.
-    - ``robust``: (−(1−ε)·log σ(βh) + ε·log σ(−βh)) / (1 − 2ε), rDPO.
-    - ``hinge``: max(0, 1 − βh), SLiC-HF.
-    - ``ipo``: (h − 1/(2β))² on summed log-probs (per-token averages when token counts are given).
-
-    Returns:
-        losses (B,), and detached implicit rewards β·(log πθ − log πref) of chosen and rejected (B,).
-    """
+    """``preference_loss`` of one loss type, other settings at their defaults: per-pair losses (B,) and the
+    detached implicit rewards β·(log πθ − log πref) of chosen and rejected (B,)."""
     return preference_loss(logps, LossConfig(loss_type, beta=beta, label_smoothing=label_smoothing))
 
 

@@ -27,13 +27,8 @@ PAIR_MEANS = (
 def batch_sums(
     out: DPOLossOutput, policy: ChosenRejectedLogps, num_tokens: int
 ) -> dict[str, torch.Tensor | float]:
-    """Sums over one micro-batch of every quantity the logged metrics are built from (no host sync).
-
-    Args:
-        out: the batch's preference-loss output (``hf_dpo.scoring.PairScores.dpo``).
-        policy: the policy's log-probs, completion lengths and router loss.
-        num_tokens: real tokens fed to the model for the batch.
-    """
+    """Sums over one micro-batch of what the logged metrics are built from (no host sync); ``num_tokens``:
+    the real tokens fed to the model."""
     sums = {
         "pairs": float(out.losses.shape[0]),
         "tokens": float(num_tokens),
@@ -44,7 +39,6 @@ def batch_sums(
         "rejected_reward": out.rejected_rewards.sum(),
         "logps/chosen": policy.chosen_logps.detach().sum(),
         "logps/rejected": policy.rejected_logps.detach().sum(),
-        "nll": -policy.chosen_logps.detach().sum(),
         "chosen_tokens": policy.chosen_num_tokens.sum(),
     }
     if policy.aux_loss is not None:  # the MoE router loss: a per-batch scalar, weighted by the batch's pairs
@@ -77,19 +71,16 @@ class MetricSums:
 
 
 def summarize(sums: dict[str, float], num_steps: int, with_nll: bool) -> dict[str, float]:
-    """Logged metrics from global sums: per-pair means, pairs and tokens per optimizer step, test/nll.
-
-    ``accuracy`` counts a tie (equal rewards) as half a correct pair. ``test/nll`` is the mean negative
-    log-likelihood per token of the chosen completions: −Σ log πθ(y_w) / Σ |y_w|.
-    """
-    if not sums or not sums.get("pairs"):
+    """Logged metrics from global sums: per-pair means, pairs and tokens per optimizer step, and
+    ``test/nll`` = −Σ log πθ(y_w) / Σ |y_w| (a tie counts as half a correct pair in ``accuracy``)."""
+    if not sums.get("pairs"):
         return {}
     pairs = sums["pairs"]
     metrics = {name: sums[name] / pairs for name in PAIR_MEANS}
     if "aux_loss" in sums:  # MoE router loss, summed per pair
         metrics["aux_loss"] = sums["aux_loss"] / pairs
-    metrics["num_pairs"] = pairs / max(num_steps, 1)
-    metrics["num_tokens"] = sums["tokens"] / max(num_steps, 1)
+    steps = max(num_steps, 1)
+    metrics["num_pairs"], metrics["num_tokens"] = pairs / steps, sums["tokens"] / steps
     if with_nll:
-        metrics["test/nll"] = sums["nll"] / max(sums["chosen_tokens"], 1.0)
+        metrics["test/nll"] = -sums["logps/chosen"] / max(sums["chosen_tokens"], 1.0)
     return metrics

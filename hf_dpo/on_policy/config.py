@@ -14,12 +14,8 @@ GENERATION_BACKENDS = ("hf", "vllm")
 
 @dataclass
 class OnPolicyOptions:
-    """Rounds of sample -> judge -> pair -> DPO. Each round draws ``prompts_per_round`` prompts from the
-    dataset's train split, samples ``num_generations`` completions per prompt from the current policy, scores
-    them with ``judge``, keeps the pairs of ``pair_rule`` and trains ``steps_per_round`` optimizer steps on
-    them (None: one pass). ``reference_update``: ``initial`` (the model the run started from) or ``round``
-    (each round's starting policy). ``eval_prompts`` test prompts are measured greedily before the first
-    round and after each (0: off)."""
+    """Rounds of sample -> judge -> pair -> DPO (``steps_per_round`` None: one pass over the pairs);
+    ``eval_prompts`` test prompts are measured greedily before the first round and after each (0: off)."""
 
     num_rounds: int = 3
     prompts_per_round: int = 64
@@ -42,22 +38,16 @@ class OnPolicyOptions:
 
     def __post_init__(self) -> None:
         positive = ("num_rounds", "prompts_per_round", "judge_batch_size", "generation_batch_size")
-        for name in (*positive, "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"on_policy.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_generations < 2:
-            raise ValueError(
-                f"on_policy.num_generations must be >= 2 (a pair needs two completions of one prompt), got "
-                f"{self.num_generations}"
-            )
-        if self.steps_per_round is not None and self.steps_per_round < 1:
-            raise ValueError(
-                f"on_policy.steps_per_round must be >= 1 or None (one pass), got {self.steps_per_round}"
-            )
-        if not 0 < self.lr_round_decay <= 1:
-            raise ValueError(f"on_policy.lr_round_decay must be in (0, 1], got {self.lr_round_decay}")
-        if self.eval_prompts < 0:
-            raise ValueError(f"on_policy.eval_prompts must be >= 0, got {self.eval_prompts}")
+        ranges = {
+            **{name: (lambda v: v >= 1, ">= 1") for name in (*positive, "max_new_tokens")},
+            "num_generations": (lambda v: v >= 2, ">= 2 (a pair needs two completions of one prompt)"),
+            "steps_per_round": (lambda v: v is None or v >= 1, ">= 1 or None (one pass)"),
+            "lr_round_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
+            "eval_prompts": (lambda v: v >= 0, ">= 0"),
+        }
+        for name, (valid, bound) in ranges.items():
+            if not valid(getattr(self, name)):
+                raise ValueError(f"on_policy.{name} must be {bound}, got {getattr(self, name)}")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:
             raise ValueError(
                 f"on_policy.temperature must be > 0 and top_p in (0, 1]; got {self.temperature}, {self.top_p}"

@@ -1,19 +1,6 @@
-"""Judges score each prompt's group of sampled completions; higher is better.
-
-Three kinds, named by ``on_policy.judge_type`` and ``on_policy.judge``:
-
-* ``verifier``: ``fn(prompt, completion, row) -> float`` checks one completion (``row``: the dataset row the
-  prompt came from, e.g. with an ``answer`` column). Built in: ``arithmetic`` (1.0 when the last number of the
-  completion is the row's sum, else 0.0). Register your own with :func:`register_verifier`, or name it in a
-  config as ``package.module:function``.
-* ``reward_model``: a sequence-classification model (directory or Hub id) whose last logit scores
-  ``(prompt, completion)`` (as ``hf_dpo.eval``'s win-rate judge does).
-* ``pairwise``: ``fn(prompt, a, b) -> float``, the probability in [0, 1] that ``a`` is better than ``b``.
-  A completion's score is its mean preference over the others of its group (each pair judged once; ``b``
-  gets ``1 - p``). Register with :func:`register_pairwise_judge` or name ``module:function``.
-
-A judge that raises, or returns NaN, a non-number or the wrong number of scores, stops the run with a
-:class:`JudgeError` naming the judge and the prompt.
+"""Judges score each prompt's group of sampled completions, higher is better (see docs/on_policy.md):
+``verifier`` ``fn(prompt, completion, row)``, ``reward_model`` (a sequence classifier's last logit) or
+``pairwise`` ``fn(prompt, a, b) -> P(a better)``. Unusable scores raise :class:`JudgeError`.
 """
 
 from __future__ import annotations
@@ -38,14 +25,12 @@ class JudgeError(RuntimeError):
 
 
 def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
-    """Decorator: ``@register_verifier("my_check")`` makes ``judge: my_check`` (``judge_type: verifier``) call
-    ``fn(prompt, completion, row) -> float``."""
+    """Decorator: ``judge: name`` (``judge_type: verifier``) calls ``fn(prompt, completion, row)``."""
     return lambda fn: VERIFIERS.register(name, fn)
 
 
 def register_pairwise_judge(name: str) -> Callable[[PairwiseJudge], PairwiseJudge]:
-    """Decorator: ``@register_pairwise_judge("my_judge")`` makes ``judge: my_judge``
-    (``judge_type: pairwise``) call ``fn(prompt, a, b) -> P(a better than b)``."""
+    """Decorator: ``judge: name`` (``judge_type: pairwise``) calls ``fn(prompt, a, b) -> P(a better)``."""
     return lambda fn: PAIRWISE_JUDGES.register(name, fn)
 
 
@@ -114,26 +99,21 @@ class GroupJudge:
     ) -> list[list[float]]:
         if self.kind == "reward_model":
             return self._reward_scores(indices, prompts, groups)
-        scored = []
-        for index, prompt, group, row in zip(indices, prompts, groups, rows, strict=True):
-            if self.kind == "verifier":
-                values = [
-                    self._checked(index, prompt, _call(self.name, index, prompt, self.fn, prompt, c, row))
-                    for c in group
-                ]
-            else:
-                values = self._pairwise(index, prompt, group)
-            scored.append(values)
-        return scored
+        groups_of = zip(indices, prompts, groups, rows, strict=True)
+        if self.kind == "verifier":
+            return [[self._judged(i, prompt, c, row) for c in group] for i, prompt, group, row in groups_of]
+        return [self._pairwise(index, prompt, group) for index, prompt, group, _ in groups_of]
 
-    def _checked(
-        self, index: int, prompt: Any, value: Any, low: float = -math.inf, high: float = math.inf
+    def _judged(
+        self, index: int, prompt: Any, *args: Any, low: float = -math.inf, high: float = math.inf
     ) -> float:
+        """``self.fn(prompt, *args)``, checked."""
+        value = _call(self.name, index, prompt, self.fn, prompt, *args)
         return _checked(self.name, index, prompt, value, low, high)
 
     def prefer(self, index: int, prompt: Any, a: str, b: str) -> float:
         """A pairwise judge's checked probability that ``a`` is better than ``b``."""
-        return self._checked(index, prompt, _call(self.name, index, prompt, self.fn, prompt, a, b), 0, 1)
+        return self._judged(index, prompt, a, b, low=0, high=1)
 
     def _pairwise(self, index: int, prompt: Any, group: Sequence[str]) -> list[float]:
         wins = [0.0] * len(group)
@@ -150,23 +130,15 @@ class GroupJudge:
         from hf_dpo.eval.generation import judge_scores, judge_text
 
         texts = [judge_text(p, c, self.tokenizer) for p, g in zip(prompts, groups, strict=True) for c in g]
-        flat = _call(
-            self.name,
-            indices[0],
-            prompts[0],
-            judge_scores,
-            self.model,
-            self.tokenizer,
-            texts,
-            self.batch_size,
-        )
+        args = (self.model, self.tokenizer, texts, self.batch_size)
+        flat = _call(self.name, indices[0], prompts[0], judge_scores, *args)
         if len(flat) != len(texts):
             raise JudgeError(f"judge {self.name!r} returned {len(flat)} scores for {len(texts)} completions")
-        out, start = [], 0
-        for index, prompt, group in zip(indices, prompts, groups, strict=True):
-            out.append([self._checked(index, prompt, s) for s in flat[start : start + len(group)]])
-            start += len(group)
-        return out
+        values = iter(flat)
+        return [
+            [_checked(self.name, index, prompt, next(values)) for _ in group]
+            for index, prompt, group in zip(indices, prompts, groups, strict=True)
+        ]
 
 
 def _import_function(path: str, kind: str) -> Callable[..., Any]:

@@ -1,18 +1,10 @@
-"""From one prompt's judged completions to preference pairs (pure; no model, no I/O).
-
-A group is the ``num_generations`` completions sampled for one prompt and their judge scores. Rules:
-
-* ``best_vs_worst`` (default): one pair, a highest-scored completion over a lowest-scored one (the first
-  of each in sampling order when several share the score);
-* ``all_pairs``: every two completions with different scores, the higher one chosen.
-
-A group whose scores are all equal yields nothing (``all_equal``); with ``all_pairs`` each tied couple is
-skipped (``tie``). A couple whose texts are identical is skipped too (``identical``): DPO cannot prefer a
-reply over itself.
+"""From one prompt's judged completions to preference pairs (pure; no model, no I/O): ``best_vs_worst`` or
+``all_pairs``, skipping ``all_equal`` groups, ``tie``d and ``identical`` couples (see docs/on_policy.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -48,27 +40,21 @@ def pick_pairs(scores: Sequence[float], texts: Sequence[str], rule: str = "best_
     if rule == "best_vs_worst":
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         worst = min(range(len(scores)), key=lambda i: (scores[i], i))
-        candidates = [(best, worst)]
-    else:
-        candidates = []
-        skipped: Counter[str] = Counter()
-        for i in range(len(scores)):
-            for j in range(i + 1, len(scores)):
-                if scores[i] == scores[j]:
-                    skipped["tie"] += 1
-                else:
-                    candidates.append((i, j) if scores[i] > scores[j] else (j, i))
-        return _drop_identical(candidates, texts, skipped)
-    return _drop_identical(candidates, texts, Counter())
+        return _drop_identical([(best, worst)], texts, Counter())
+    candidates: list[tuple[int, int]] = []
+    skipped: Counter[str] = Counter()
+    for i, j in itertools.combinations(range(len(scores)), 2):
+        if scores[i] == scores[j]:
+            skipped["tie"] += 1
+        else:
+            candidates.append((i, j) if scores[i] > scores[j] else (j, i))
+    return _drop_identical(candidates, texts, skipped)
 
 
 def _drop_identical(
     candidates: list[tuple[int, int]], texts: Sequence[str], skipped: Counter[str]
 ) -> GroupPairs:
-    kept = []
-    for chosen, rejected in candidates:
-        if texts[chosen] == texts[rejected]:
-            skipped["identical"] += 1
-        else:
-            kept.append((chosen, rejected))
+    kept = [(chosen, rejected) for chosen, rejected in candidates if texts[chosen] != texts[rejected]]
+    if len(kept) < len(candidates):
+        skipped["identical"] += len(candidates) - len(kept)
     return GroupPairs(kept, skipped)

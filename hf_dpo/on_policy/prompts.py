@@ -1,7 +1,5 @@
-"""The prompts on-policy rounds sample from: the prompts of a preference dataset's splits
-(``dataset=<builder>``) or prompt-only files (``dataset=prompts`` with ``data_files``: a ``prompt`` column,
-text or messages, plus any columns a verifier reads, such as ``answer``).
-Prompts are encoded exactly as in training."""
+"""The prompts on-policy rounds sample from, encoded exactly as in training: a preference dataset's prompts
+(``dataset=<builder>``) or prompt-only files (``dataset=prompts``: a ``prompt`` column, text or messages)."""
 
 from __future__ import annotations
 
@@ -68,12 +66,8 @@ def encode_prompts(
         out.ids.append(ids)
         out.rows.append(dict(row))
     if out.skipped_too_long:
-        logger.warning(
-            "on_policy: skipped %d %s prompts longer than max_prompt_length=%s tokens",
-            out.skipped_too_long,
-            split,
-            max_prompt_length,
-        )
+        message = "on_policy: skipped %d %s prompts longer than max_prompt_length=%s tokens"
+        logger.warning(message, out.skipped_too_long, split, max_prompt_length)
     return out
 
 
@@ -96,19 +90,15 @@ def load_prompt_rows(dataset: str, options: Mapping[str, Any]) -> tuple[list[dic
             "<file>})"
         )
     splits = load_files(options["data_files"])
-    return list(splits["train"]) if "train" in splits else [], list(
-        splits["test"]
-    ) if "test" in splits else []
+    train, test = (list(splits[name]) if name in splits else [] for name in ("train", "test"))
+    return train, test
 
 
 def round_indices(num_prompts: int, per_round: int, round_number: int, seed: int) -> list[int]:
     """The prompt indices of round ``round_number`` (1-based): consecutive slices of seeded permutations of
-    ``range(num_prompts)``, a fresh permutation each time one is used up, so every prompt is drawn once before
-    any is drawn again. Deterministic: a resumed run draws the same prompts."""
-    start = (round_number - 1) * per_round
+    ``range(num_prompts)``, so every prompt is drawn once before any is drawn again (deterministic)."""
     out: list[int] = []
-    epoch = start // num_prompts
-    offset = start % num_prompts
+    epoch, offset = divmod((round_number - 1) * per_round, num_prompts)
     while len(out) < per_round:
         order = list(range(num_prompts))
         random.Random(seed * 7919 + epoch).shuffle(order)

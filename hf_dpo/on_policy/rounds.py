@@ -1,15 +1,7 @@
 """On-policy DPO: rounds of sample -> judge -> pair -> train, each from the policy the last round left.
 
-Files in ``log_path`` (besides ``config.yaml``, ``metrics.jsonl``, ``plots/`` and ``final/``):
-
-* ``round-0/heldout.jsonl``: the held-out prompts' greedy completions before training, and their scores;
-* ``round-<r>/pairs.jsonl``: per prompt of round r, every completion with its score and the pairs picked;
-  written (atomically) before round r trains and reused, never regenerated, when a killed run resumes;
-* ``round-<r>/checkpoint-N``, ``round-<r>/metrics.jsonl``: the round's DPO training (resumable);
-* ``round-<r>/policy/``, ``round-<r>/heldout.jsonl``, ``round-<r>/done.json``: the policy after round r.
-
-``metrics.jsonl`` gets one row per round (round 0: before training), flat and namespaced: ``on_policy/*``
-(sampling, judging, pairing, timing) and ``heldout/*``; ``step`` counts optimizer steps over all rounds.
+Each round's files live in ``log_path/round-<r>/`` (see docs/on_policy.md); ``metrics.jsonl`` gets one row
+per round (round 0: before training), with ``on_policy/*`` and ``heldout/*`` keys.
 """
 
 from __future__ import annotations
@@ -20,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -27,13 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from datasets import Dataset
+from peft import PeftModel
+
 from hf_dpo.eval.generation import DecodingConfig
 from hf_dpo.modeling.adapters import is_quantized
+from hf_dpo.modeling.loading import load_causal_lm
+from hf_dpo.objective.losses import needs_reference
 from hf_dpo.on_policy.config import OnPolicyOptions
 from hf_dpo.on_policy.judges import GroupJudge, JudgeError, make_judge
 from hf_dpo.on_policy.pairs import pick_pairs
 from hf_dpo.on_policy.prompts import PromptSet, encode_prompts, load_prompt_rows, round_indices
 from hf_dpo.on_policy.sampling import SampledGroups, sample_groups
+from hf_dpo.run.checkpoints import newest_resumable_checkpoint
+from hf_dpo.run.console import metrics_table
+from hf_dpo.run.hub import push_run
+from hf_dpo.run.model_card import write_model_card
+from hf_dpo.run.outputs import read_metrics, write_plots
+from hf_dpo.run.signals import TrainingInterrupted
+from hf_dpo.tokens.tokenization import select_renderer
 
 logger = logging.getLogger("hf_dpo")
 
@@ -59,14 +65,9 @@ class OnPolicySetup:
     judge: GroupJudge
 
 
-# ---- checks before anything is written --------------------------------------------------------------------
 def setup_on_policy(config: Any, args: Any, tokenizer: Any) -> OnPolicySetup:
     """Check the ``on_policy`` section against the rest of the run; load prompts and judge. ``ValueError``
     (or ``OSError`` for a judge model that cannot be loaded) with the fix."""
-    from accelerate import PartialState
-
-    from hf_dpo.tokens.tokenization import select_renderer
-
     options: OnPolicyOptions = config.on_policy
     if config.peft is not None and options.reference_update == "round":
         raise ValueError(
@@ -110,7 +111,6 @@ def rounds_done(log_path: str | Path, num_rounds: int) -> int:
     return done
 
 
-# ---- one round's data -------------------------------------------------------------------------------------
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -120,6 +120,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _jsonl(records: Sequence[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
 def judge_round(
@@ -160,13 +164,10 @@ def round_pairs(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The round's records and generation stats: read from ``directory`` when an earlier try of this round
     wrote them, else sampled, judged and written there (main process) before any training."""
-    from accelerate import PartialState
-
     pairs_path, stats_path = directory / PAIRS_FILE, directory / GENERATION_FILE
     if pairs_path.is_file() and stats_path.is_file():
         logger.info("on_policy: round %d: reusing the pairs in %s", round_number, pairs_path)
-        records = [json.loads(line) for line in pairs_path.read_text("utf-8").splitlines() if line.strip()]
-        return records, json.loads(stats_path.read_text("utf-8"))
+        return _read_jsonl(pairs_path), json.loads(stats_path.read_text("utf-8"))
     options = setup.options
     indices = round_indices(len(setup.train), options.prompts_per_round, round_number, seed)
     decoding = DecodingConfig(options.max_new_tokens, True, options.temperature, options.top_p, seed)
@@ -198,23 +199,16 @@ def round_pairs(
 def pairs_dataset(records: Sequence[Mapping[str, Any]]) -> Any:
     """The round's pairs as ``prompt`` / ``chosen`` / ``rejected`` rows (assistant messages for message
     prompts, text for text prompts)."""
-    from datasets import Dataset
 
-    rows = []
-    for record in records:
-        texts = [c["text"] for c in record["completions"]]
-        prompt = record["prompt"]
-        for chosen, rejected in record["pairs"]:
-            if isinstance(prompt, str):
-                rows.append({"prompt": prompt, "chosen": texts[chosen], "rejected": texts[rejected]})
-            else:
-                rows.append(
-                    {
-                        "prompt": prompt,
-                        "chosen": [{"role": "assistant", "content": texts[chosen]}],
-                        "rejected": [{"role": "assistant", "content": texts[rejected]}],
-                    }
-                )
+    def reply(record: Mapping[str, Any], index: int) -> Any:
+        text = record["completions"][index]["text"]
+        return text if isinstance(record["prompt"], str) else [{"role": "assistant", "content": text}]
+
+    rows = [
+        {"prompt": record["prompt"], "chosen": reply(record, chosen), "rejected": reply(record, rejected)}
+        for record in records
+        for chosen, rejected in record["pairs"]
+    ]
     return Dataset.from_list(rows) if rows else None
 
 
@@ -236,16 +230,11 @@ def round_metrics(records: Sequence[Mapping[str, Any]], stats: Mapping[str, Any]
     return row
 
 
-# ---- held-out measure -------------------------------------------------------------------------------------
 def heldout_metrics(
     model: Any, tokenizer: Any, setup: OnPolicySetup, directory: Path, initial: list[str] | None
 ) -> tuple[dict[str, float], list[str]]:
-    """Greedy completions of the held-out prompts, scored by the judge: ``heldout/exact_match`` (verifier:
-    mean score, the exact-match rate for 0/1 verifiers), ``heldout/judge_score`` (reward model) or
-    ``heldout/win_rate_vs_initial`` (pairwise, against the completions before training). Written to
-    ``directory/heldout.jsonl``."""
-    from accelerate import PartialState
-
+    """Greedy completions of the held-out prompts (written to ``directory/heldout.jsonl``), scored by the
+    judge: ``heldout/exact_match``, ``heldout/judge_score`` or ``heldout/win_rate_vs_initial`` (pairwise)."""
     heldout, options = setup.heldout, setup.options
     decoding = DecodingConfig(options.heldout_max_new_tokens, False)
     started = time.perf_counter()
@@ -272,21 +261,15 @@ def heldout_metrics(
     return metrics, texts
 
 
-# ---- the rounds --------------------------------------------------------------------------------------------
 def _load_policy(model: Any, directory: Path, adapter: bool, init_kwargs: Mapping[str, Any]) -> Any:
     if adapter:
-        from peft import PeftModel
-
         return PeftModel.from_pretrained(model, str(directory), is_trainable=True)
-    from hf_dpo.modeling.loading import load_causal_lm
-
     return load_causal_lm(str(directory), **init_kwargs)
 
 
 def _round_config(config: Any, directory: Path, round_number: int) -> Any:
-    """The run's config for round ``round_number``'s DPO training: output in ``directory``, no in-round
-    evaluation, ``steps_per_round`` steps (None: one pass over the round's pairs), at
-    ``learning_rate · lr_round_decay^(round_number − 1)``."""
+    """The config of round ``round_number``'s DPO training: output in ``directory``, no evaluation,
+    ``steps_per_round`` steps (None: one pass), at ``learning_rate · lr_round_decay^(round_number − 1)``."""
     steps = config.on_policy.steps_per_round
     round_config = copy.copy(config)
     round_config.log_path = str(directory)
@@ -312,11 +295,6 @@ def _train_round(
     make_trainer: Callable,
 ) -> tuple[Any, int]:
     """DPO on round ``r``'s pairs (resumed from the round's newest checkpoint); returns (policy, steps)."""
-    from peft import PeftModel
-
-    from hf_dpo.run.checkpoints import newest_resumable_checkpoint
-    from hf_dpo.run.signals import TrainingInterrupted
-
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint, _ = newest_resumable_checkpoint(directory)
     round_prep = dataclasses.replace(
@@ -344,11 +322,6 @@ def _train_round(
 
 
 def _append_row(log_path: Path, row: Mapping[str, Any], quiet: bool) -> None:
-    from accelerate import PartialState
-
-    from hf_dpo.run.console import metrics_table
-    from hf_dpo.run.outputs import read_metrics, write_plots
-
     if not PartialState().is_main_process:
         return
     path = log_path / METRICS_FILE
@@ -363,10 +336,6 @@ def _append_row(log_path: Path, row: Mapping[str, Any], quiet: bool) -> None:
 def _keep_rows_up_to(log_path: Path, done: int) -> int:
     """Drop rows of rounds after ``done`` from ``metrics.jsonl`` (a resumed round writes its row again);
     return the optimizer steps of the rows kept."""
-    from accelerate import PartialState
-
-    from hf_dpo.run.outputs import read_metrics
-
     path = log_path / METRICS_FILE
     rows = [r for r in read_metrics(path) if r.get("round", 0) <= done]
     if PartialState().is_main_process:
@@ -375,18 +344,12 @@ def _keep_rows_up_to(log_path: Path, done: int) -> int:
 
 
 def _initial_reference(model: Any, config: Any) -> Any:
-    """``reference_update: initial`` with full fine-tuning: a frozen copy of the initial model, kept for all
-    rounds (LoRA: None, the adapter-disabled base is the initial model; ``round``: None, each round's trainer
-    copies its starting policy)."""
-    if config.peft is not None or config.on_policy.reference_update != "initial":
+    """``reference_update: initial`` with full fine-tuning: a frozen copy of the initial model for all rounds
+    (else None: LoRA's adapter-disabled base, or each round's trainer copies its starting policy)."""
+    initial = config.on_policy.reference_update == "initial"
+    if config.peft is not None or not initial or not needs_reference(config.loss_type):
         return None
-    from hf_dpo.objective.losses import needs_reference
-
-    if not needs_reference(config.loss_type):
-        return None
-    reference = copy.deepcopy(model).eval()
-    reference.requires_grad_(False)
-    return reference
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def run_rounds(
@@ -394,8 +357,6 @@ def run_rounds(
 ) -> dict[str, float]:
     """Every round not yet done, then ``final_dir``; returns the last round's metrics.
     ``make_trainer(prep, output_dir) -> (DPOTrainer, StopOnSignal)`` builds each round's trainer."""
-    from accelerate import PartialState
-
     setup: OnPolicySetup = prep.on_policy
     options, state = setup.options, PartialState()
     model = prep.model if is_quantized(prep.model) else prep.model.to(state.device)
@@ -404,10 +365,8 @@ def run_rounds(
     step = _keep_rows_up_to(log_path, done)
     init_kwargs = prep.args.model_init_kwargs or {}
     if done:
-        model = _load_policy(
-            model, round_dir(log_path, done) / POLICY_DIR, config.peft is not None, init_kwargs
-        )
-        model.to(state.device)
+        policy_dir = round_dir(log_path, done) / POLICY_DIR
+        model = _load_policy(model, policy_dir, config.peft is not None, init_kwargs).to(state.device)
     initial = _initial_heldout(log_path)
     if done == 0 and len(setup.heldout):
         metrics, initial = heldout_metrics(model, prep.tokenizer, setup, round_dir(log_path, 0), None)
@@ -431,10 +390,9 @@ def run_rounds(
         if len(setup.heldout):
             metrics, _ = heldout_metrics(model, prep.tokenizer, setup, directory, initial)
             row.update(metrics)
-        total = stats["generation_s"] + train_s + row.get("heldout/seconds", 0.0)
-        row["on_policy/generation_time_share"] = (
-            stats["generation_s"] + row.get("heldout/seconds", 0.0)
-        ) / total
+        heldout_s = row.get("heldout/seconds", 0.0)
+        total = stats["generation_s"] + train_s + heldout_s
+        row["on_policy/generation_time_share"] = (stats["generation_s"] + heldout_s) / total
         _append_row(log_path, row, config.quiet)
         if state.is_main_process:
             _write_atomic(directory / DONE_FILE, json.dumps({"round": r, "step": step}))
@@ -444,21 +402,13 @@ def run_rounds(
 
 def _initial_heldout(log_path: Path) -> list[str] | None:
     path = round_dir(log_path, 0) / HELDOUT_FILE
-    if not path.is_file():
-        return None
-    return [json.loads(line)["completion"] for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [record["completion"] for record in _read_jsonl(path)] if path.is_file() else None
 
 
 def _finish(
     config: Any, prep: Any, model: Any, final_dir: Path, last_row: Mapping[str, Any]
 ) -> dict[str, float]:
     """``final_dir`` (the last policy, its tokenizer and model card) and the Hub push; the last metrics."""
-    import shutil
-
-    from accelerate import PartialState
-
-    from hf_dpo.run.model_card import write_model_card
-
     metrics = {k: v for k, v in last_row.items() if isinstance(v, (int, float))}
     state = PartialState()
     if state.is_main_process:
@@ -470,8 +420,6 @@ def _finish(
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(staging, final_dir)
         if config.push_to_hub:
-            from hf_dpo.run.hub import push_run
-
             push_run(final_dir, None, config)
     state.wait_for_everyone()
     return metrics

@@ -1,10 +1,5 @@
-"""Sampling groups of completions from the policy, with ``hf_dpo.eval``'s batched, left-padded ``generate``
-(or vLLM), sharded over processes so that the gathered groups equal one process's.
-
-The prompts are cut into fixed batches of ``batch_size`` prompts; batch ``b`` is generated with the seed
-``seed_for(seed, round, b)`` by process ``b % world_size``, and the batches are gathered back in order. The
-result depends on neither the number of processes nor which process ran a batch.
-"""
+"""Sampling groups of completions from the policy (``hf_dpo.eval``'s ``generate``, or vLLM), sharded over
+processes: batch ``b`` is sampled with ``seed_for(seed, round, b)``, so the result does not depend on them."""
 
 from __future__ import annotations
 
@@ -15,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from hf_dpo.eval.generation import DecodingConfig, Generation, generate
+from hf_dpo.reference.policies import eval_no_grad
 
 
 @dataclass
@@ -41,15 +39,9 @@ def _gather(
 ) -> dict[int, list[list[Generation]]]:
     if num_processes == 1:
         return local
-    from accelerate.utils import gather_object
-
-    merged: dict[int, list[list[Generation]]] = {}
-    for part in gather_object([local]):
-        merged.update(part)
-    return merged
+    return {b: groups for part in gather_object([local]) for b, groups in part.items()}
 
 
-@torch.no_grad()
 def sample_groups(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -61,43 +53,29 @@ def sample_groups(
     backend: str = "hf",
 ) -> SampledGroups:
     """``num_generations`` completions of each prompt (``decoding.seed`` is the run seed)."""
-    from accelerate import PartialState
-
     state = PartialState()
     started = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    batches = [
-        list(range(s, min(s + batch_size, len(prompt_ids)))) for s in range(0, len(prompt_ids), batch_size)
-    ]
+    starts = range(0, len(prompt_ids), batch_size)
     local: dict[int, list[list[Generation]]] = {}
-    try:
-        for b in range(state.process_index, len(batches), state.num_processes):
-            ids = [prompt_ids[i] for i in batches[b]]
+    with eval_no_grad(model):
+        for b in range(state.process_index, len(starts), state.num_processes):
+            ids = list(prompt_ids[starts[b] : starts[b] + batch_size])
             batch_decoding = dataclasses.replace(decoding, seed=seed_for(decoding.seed, round_number, b))
             if backend == "vllm":
                 local[b] = _vllm_groups(model, tokenizer, ids, num_generations, batch_decoding)
             else:
-                flat = generate(
-                    model,
-                    tokenizer,
-                    [p for p in ids for _ in range(num_generations)],
-                    batch_decoding,
-                    batch_size=len(ids) * num_generations,
-                )
+                repeated = [p for p in ids for _ in range(num_generations)]
+                flat = generate(model, tokenizer, repeated, batch_decoding, batch_size=len(repeated))
                 local[b] = [flat[k : k + num_generations] for k in range(0, len(flat), num_generations)]
-    finally:
-        model.train(was_training)
     merged = _gather(local, state.num_processes)
-    groups = [group for b in range(len(batches)) for group in merged[b]]
+    groups = [group for b in range(len(starts)) for group in merged[b]]
     return SampledGroups(groups, time.perf_counter() - started)
 
 
 def _vllm_groups(
     model: torch.nn.Module, tokenizer: Any, prompt_ids: list[Sequence[int]], n: int, decoding: DecodingConfig
 ) -> list[list[Generation]]:
-    """vLLM sampling from the current weights (saved to a temporary directory and loaded by a vLLM engine;
-    full models only)."""
+    """vLLM sampling from the current weights (saved to a temporary directory; full models only)."""
     import tempfile
 
     from vllm import LLM, SamplingParams  # checked at config time: generation_backend=vllm needs vllm

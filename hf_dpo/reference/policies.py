@@ -1,25 +1,7 @@
-"""Reference policies πref: where the reference log-probs of a batch come from.
+"""Reference policies πref: where a batch's reference log-probs come from (docs/reference_policies.md).
 
-Every policy answers one question, ``logps(policy, batch, chunk_size)``: a batch that carries precomputed
-``ref_chosen_logps``/``ref_rejected_logps`` columns is answered from them, any other batch by the policy's own
-source (``forward_logps``). The sources, picked by ``make_reference``:
-
-- ``FrozenCopyReference``: a separate frozen model (the ``ref_model`` argument, else an in-memory copy of the
-  initial policy). Full fine-tuning; the only policy that reference sync (TR-DPO) can update.
-- ``AdapterDisabledReference``: a fresh PEFT adapter (``peft_config=``, or a ``PeftModel`` whose LoRA adapter
-  is still at its start, one all-zero factor per module, so exactly the base). The reference is the policy
-  with its adapters disabled, i.e. the base model; no second copy of weights exists.
-- ``AdapterSnapshotReference``: an already-adapted ``PeftModel`` (e.g. ``PeftModel.from_pretrained``). The
-  reference is that model *as it was at the start*: base plus a frozen copy of the initial adapter weights,
-  loaded as a second adapter named ``"reference"`` and switched in with ``set_adapter`` for the reference
-  forward. Only the adapter weights are copied.
-- ``InitialPolicyReference``: the policy itself, before its first update: the source of a full fine-tune's
-  precomputed reference (``precompute_ref_log_probs`` without ``ref_model``), so no copy is ever made.
-- ``PrecomputedReference``: reference log-probs were precomputed into the dataset columns
-  ``ref_chosen_logps``/``ref_rejected_logps`` (``hf_dpo.reference.precompute``); it keeps the source that
-  computed them (offloaded to the CPU) for evaluation sets that come later.
-- ``NoReference``: the objective is reference-free (``simpo``, ``orpo``, ``sft``); no reference weights, no
-  reference forward.
+A batch with precomputed ``ref_chosen_logps``/``ref_rejected_logps`` columns is answered from them, any other
+by the policy's own source (``forward_logps``); ``make_reference`` picks the policy.
 """
 
 from __future__ import annotations
@@ -45,8 +27,7 @@ logger = logging.getLogger("hf_dpo")
 
 
 class ReferencePolicy(abc.ABC):
-    """Gives the summed reference log-probs of a collated batch's chosen and rejected completions, without
-    gradient."""
+    """The summed reference log-probs of a collated batch's chosen and rejected completions (no gradient)."""
 
     def logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
@@ -89,10 +70,9 @@ class ReferencePolicy(abc.ABC):
         if config is not None:
             hasher.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.named_weights(policy), key=lambda item: item[0]):
-            tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # DTensor: the local shard
-            tensor = getattr(
-                tensor, "ds_tensor", tensor
-            )  # DeepSpeed ZeRO-3: the local partition, not empty data
+            # a DTensor's local shard; a DeepSpeed ZeRO-3 parameter's local partition (not its empty data)
+            tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+            tensor = getattr(tensor, "ds_tensor", tensor)
             tensor = tensor.detach().contiguous().cpu()
             hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
             hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -131,7 +111,7 @@ class AdapterDisabledReference(ReferencePolicy):
     def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
-        with _eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
+        with eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
             return sequence_logps(policy, batch, chunk_size)
 
     def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -140,12 +120,8 @@ class AdapterDisabledReference(ReferencePolicy):
 
 
 class AdapterSnapshotReference(ReferencePolicy):
-    """An already-adapted ``PeftModel`` as it was at the start: base + a frozen copy of the initial adapter.
-
-    The copy is added to the model as the adapter ``"reference"`` (adapter weights only, never the base);
-    ``logps`` activates it with ``set_adapter`` for the reference forward and re-activates the trained
-    adapter afterwards. Checkpoints and the final save contain only the trained adapter.
-    """
+    """An already-adapted ``PeftModel`` as it was at the start: base + a frozen copy of the initial adapter,
+    added as the adapter ``"reference"`` and switched in for the reference forward (never saved)."""
 
     def __init__(self, policy: torch.nn.Module) -> None:
         peft_model = _peft_model(policy)
@@ -163,17 +139,15 @@ class AdapterSnapshotReference(ReferencePolicy):
         config.inference_mode = True
         peft_model.add_adapter(REFERENCE_ADAPTER, config)
         tensors = dict(_named_tensors(peft_model))
-        copied = 0
+        snapshot = [name for name in tensors if _adapter_of(name, {REFERENCE_ADAPTER})]
         with torch.no_grad():
-            for name, tensor in tensors.items():
-                if _adapter_of(name, {REFERENCE_ADAPTER}):
-                    source = tensors.get(_rename_adapter(name, REFERENCE_ADAPTER, self.adapter))
-                    if source is None:
-                        raise RuntimeError(f"cannot find the trained adapter's tensor for {name}")
-                    tensor.copy_(source)
-                    tensor.requires_grad_(False)
-                    copied += 1
-        if copied == 0:
+            for name in snapshot:
+                source = tensors.get(_rename_adapter(name, REFERENCE_ADAPTER, self.adapter))
+                if source is None:
+                    raise RuntimeError(f"cannot find the trained adapter's tensor for {name}")
+                tensors[name].copy_(source)
+                tensors[name].requires_grad_(False)
+        if not snapshot:
             raise ValueError(f"adapter {self.adapter!r} has no weights that could be copied as the reference")
         peft_model.set_adapter(self.adapter)  # keeps the trained adapter trainable, the snapshot frozen
 
@@ -181,7 +155,7 @@ class AdapterSnapshotReference(ReferencePolicy):
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
         peft_model = _peft_model(policy)
-        with _eval_no_grad(policy):
+        with eval_no_grad(policy):
             peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
             try:
                 return sequence_logps(policy, batch, chunk_size)
@@ -221,7 +195,7 @@ class InitialPolicyReference(ReferencePolicy):
     def forward_logps(
         self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
     ) -> ChosenRejectedLogps:
-        with _eval_no_grad(policy):
+        with eval_no_grad(policy):
             return sequence_logps(policy, batch, chunk_size)
 
     def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -231,11 +205,8 @@ class InitialPolicyReference(ReferencePolicy):
 class PrecomputedReference(ReferencePolicy):
     """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``.
 
-    ``source``: the policy that computed them (None once released), kept to precompute datasets that come
-    later; ``key``: its cache key (``hf_dpo.reference.precompute``); ``cache``: the datasets with columns,
-    by ``datasets`` fingerprint; ``at_init``: the fingerprints computed at construction (train and eval
-    sets), the only ones served once training has changed a source that is the policy itself;
-    ``offload``: the source's model waits on the CPU between uses.
+    ``source`` (None once released) computes later datasets; ``cache``: datasets with columns by fingerprint;
+    ``at_init``: the fingerprints computed before training; ``offload``: the source waits on the CPU.
     """
 
     def __init__(self, source: ReferencePolicy | None = None, key: str = "") -> None:
@@ -291,11 +262,9 @@ def make_reference(
     needed: bool = True,
     copy_free: bool = False,
 ) -> ReferencePolicy:
-    """The reference for ``policy``: ``NoReference`` if not ``needed`` (reference-free losses); else
-    ``ref_model`` if given; for PEFT the adapter-disabled base (a fresh or untrained adapter) or the
-    initial adapter snapshot (an already-adapted ``PeftModel``), or the policy itself if ``copy_free``
-    (read only before training: precomputed log-probs); else a frozen deep copy, or the policy itself if
-    ``copy_free``."""
+    """The reference for ``policy``: ``NoReference`` if not ``needed``; else ``ref_model``; the
+    adapter-disabled base (fresh or untrained adapter); the policy itself if ``copy_free`` (read only before
+    training); else the initial adapter snapshot (PEFT) or a frozen deep copy."""
     if not needed:
         if ref_model is not None:
             logger.warning("hf_dpo: the loss is reference-free, so ref_model is not used (and not kept)")
@@ -314,10 +283,9 @@ def make_reference(
     return AdapterSnapshotReference(policy) if is_peft else FrozenCopyReference(copy.deepcopy(policy))
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _eval_no_grad(policy: torch.nn.Module) -> Iterator[None]:
-    """The reference forward never sees dropout and records no graph; the training mode is restored."""
+def eval_no_grad(policy: torch.nn.Module) -> Iterator[None]:
+    """No dropout and no graph inside; the training mode is restored after."""
     was_training = policy.training
     policy.eval()
     try:
@@ -336,9 +304,8 @@ def _is_peft(model: torch.nn.Module) -> bool:
 
 
 def _is_identity_lora(policy: torch.nn.Module) -> bool:
-    """True if the active adapter is a plain LoRA in which every adapted module has an all-zero factor
-    (``lora_B``, or ``lora_embedding_A`` for embeddings, at PEFT's default start): the adapted model is then
-    exactly the base, so the adapter-disabled base is the exact reference (no snapshot adapter needed)."""
+    """True if the active adapter is a plain LoRA with an all-zero factor in every adapted module (PEFT's
+    default start), so that the adapted model is exactly the base."""
     peft_model = _peft_model(policy)
     adapter = peft_model.active_adapter
     config = peft_model.peft_config.get(adapter) if isinstance(adapter, str) else None

@@ -1,20 +1,7 @@
 """Precomputed reference log-probs: one no-grad pass before training, stored as dataset columns, cached.
 
-``precompute_reference(trainer)`` adds ``ref_chosen_logps``/``ref_rejected_logps`` to the trainer's tokenized
-train and eval datasets and returns a ``PrecomputedReference`` that answers from them; the collator passes
-the columns on. Its source stays for evaluation sets given later (``with_reference_columns``, called by
-``DPOTrainer.evaluate``/``predict``): a full fine-tune without ``ref_model`` never copies the policy (the
-source is the policy itself, valid until the first update, as in TRL); a separate ``ref_model`` waits on the
-CPU; PEFT holds nothing extra; a sharded (FSDP / ZeRO-3) reference is freed.
-
-Cache: ``<cache_dir>/<key>.safetensors`` where ``key = sha256(reference fingerprint, data fingerprint)``:
-the reference fingerprint hashes every reference weight (names, dtypes, shapes, bytes) and the model config;
-the data fingerprint hashes the token columns (``prompt_ids``/``chosen_ids``/``rejected_ids``) row by row.
-A second run with the same reference and data loads the file; any changed weight or token misses.
-``cache_dir`` defaults to ``$HF_DPO_CACHE`` or ``$HF_HOME/hf_dpo/ref_logps`` (``~/.cache/huggingface``).
-
-Multiple processes: rank ``r`` computes rows ``r, r+W, r+2W, ...``; the results are all-gathered so every
-rank gets the full columns; the main process writes the cache. All ranks agree on whether the cache hit.
+Cache: ``<cache_dir>/<key>.safetensors``, ``key = sha256(reference fingerprint, data fingerprint, precision)``
+(see docs/reference_policies.md). Rank ``r`` computes rows ``r, r+W, ...``; the results are all-gathered.
 """
 
 from __future__ import annotations
@@ -24,17 +11,19 @@ import gc
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_dpo.modeling.forward import ChosenRejectedLogps
-from hf_dpo.reference.policies import PrecomputedReference
+from hf_dpo.reference.policies import PrecomputedReference, eval_no_grad
 from hf_dpo.scoring import prepare_batch, reference_logps
 from hf_dpo.tokens.tokenization import MASK_COLUMNS, REF_COLUMNS, TOKEN_COLUMNS
 
@@ -59,12 +48,8 @@ def data_fingerprint(dataset: Dataset) -> str:
     columns = [*TOKEN_COLUMNS, *(c for c in MASK_COLUMNS if c in dataset.column_names)]
     for table in dataset.select_columns(columns).with_format("arrow").iter(batch_size=10_000):
         for column in columns:
-            values = table[column]
-            hasher.update(
-                np.asarray(pc.list_value_length(values).to_numpy(zero_copy_only=False), np.int64).tobytes()
-            )
-            flat = pc.list_flatten(values).to_numpy(zero_copy_only=False)
-            hasher.update(np.asarray(flat, np.int64).tobytes())
+            for array in (pc.list_value_length(table[column]), pc.list_flatten(table[column])):
+                hasher.update(np.asarray(array.to_numpy(zero_copy_only=False), np.int64).tobytes())
     return hasher.hexdigest()
 
 
@@ -79,26 +64,19 @@ def compute_reference_logps(
     desc: str = "reference log-probs",
     show_progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference log-probs of this rank's rows ``rank, rank+W, ...`` as ``(indices, logps (n, 2))``.
-
-    Rows are processed longest first (less padding, and an out-of-memory error shows up at once).
-    """
+    """Reference log-probs of this rank's rows ``rank, rank+W, ...`` as ``(indices, logps (n, 2))``, longest
+    rows first (less padding, and an out-of-memory error shows up at once)."""
     indices = list(range(rank, len(dataset), world_size))
     lengths = _pair_lengths(dataset, indices)
     order = sorted(range(len(indices)), key=lambda i: -lengths[i])
     out = torch.empty((len(indices), 2), dtype=torch.float32)
-    steps = range(0, len(order), batch_size)
-    for start in tqdm(steps, desc=desc, disable=not show_progress):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress):
         positions = order[start : start + batch_size]
-        rows = dataset[[indices[p] for p in positions]]
+        rows = {k: v for k, v in dataset[[indices[p] for p in positions]].items() if k not in REF_COLUMNS}
         features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
-        features = [{k: v for k, v in f.items() if k not in REF_COLUMNS} for f in features]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collator(features).items()}
         logps = reference_logps(batch)
-        out[positions, 0], out[positions, 1] = (
-            logps.chosen_logps.float().cpu(),
-            logps.rejected_logps.float().cpu(),
-        )
+        out[positions] = torch.stack([logps.chosen_logps, logps.rejected_logps], dim=1).float().cpu()
     return torch.tensor(indices, dtype=torch.long), out
 
 
@@ -118,11 +96,10 @@ def add_reference_columns(
     (and every setting that changes its log-probs) in the cache key."""
     if not isinstance(dataset, Dataset):
         raise ValueError(ITERABLE_ERROR.format(what=type(dataset).__name__))
-    rank, world = (
-        (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    )
-    device = accelerator.device if accelerator is not None else torch.device("cpu")
-    precision = accelerator.mixed_precision if accelerator is not None else "no"  # bf16 log-probs != fp32
+    rank, world, device, precision = 0, 1, torch.device("cpu"), "no"
+    if accelerator is not None:  # the precision is in the key: bf16 log-probs != fp32
+        rank, world = accelerator.process_index, accelerator.num_processes
+        device, precision = accelerator.device, accelerator.mixed_precision
     key = hashlib.sha256(f"{reference_key}|{data_fingerprint(dataset)}|{precision}".encode()).hexdigest()
     path = os.path.join(cache_dir or default_cache_dir(), f"{key}.safetensors")
     values = _load(path, len(dataset))
@@ -158,8 +135,7 @@ ITERABLE_ERROR = (
 
 def precompute_reference(trainer: Any, cache_dir: str | None = None) -> PrecomputedReference:
     """Add the reference columns to ``trainer``'s train and eval datasets; return the ``PrecomputedReference``
-    that answers from them. Its source is kept for later evaluation sets (a separate model offloaded to the
-    CPU; a sharded one is released)."""
+    that answers from them (its source offloaded to the CPU, or released when sharded)."""
     source = trainer.reference
     reference = PrecomputedReference(source, _reference_key(trainer, source))
     trainer.train_dataset = with_reference_columns(
@@ -198,8 +174,7 @@ def with_reference_columns(
     source = reference.source
     gone = source is None or (not source.valid_after_training and trainer.state.global_step > 0)
     if gone and dataset._fingerprint not in reference.at_init:
-        # TRL's contract, and history-free: a set first seen by evaluate() raises after training whether or
-        # not an evaluate() before training happened to cache it.
+        # TRL's contract: a set first seen by evaluate() raises after training even if cached before it
         raise ValueError(
             f"Cannot compute reference log-probs for a dataset passed to evaluate()/predict() ({split}): "
             "training has started and the reference was the initial policy (precompute_ref_log_probs=True "
@@ -213,7 +188,7 @@ def with_reference_columns(
     if offloaded:
         source.to(device)
     try:
-        with _eval_mode(policy):
+        with eval_no_grad(policy):
             result = add_reference_columns(
                 dataset,
                 lambda b: reference_logps(source, policy, prepare_batch(b, objective), objective),
@@ -232,17 +207,6 @@ def with_reference_columns(
     return result
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _eval_mode(policy: torch.nn.Module) -> Iterator[None]:
-    was_training = policy.training
-    policy.eval()
-    try:
-        yield
-    finally:
-        policy.train(was_training)
-
-
 def _reference_key(trainer: Any, source: Any) -> str:
     """The reference's fingerprint on every rank, with the options that change its log-probs (LD-DPO)."""
     fingerprint = _global_fingerprint(source.fingerprint(trainer.model), trainer.accelerator)
@@ -252,9 +216,9 @@ def _reference_key(trainer: Any, source: Any) -> str:
 
 
 def _pair_lengths(dataset: Dataset, indices: list[int]) -> list[int]:
-    table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices] if indices else None
-    if table is None:
+    if not indices:
         return []
+    table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices]
     lengths = [pc.list_value_length(table[c]).to_numpy(zero_copy_only=False) for c in TOKEN_COLUMNS]
     return (2 * lengths[0] + lengths[1] + lengths[2]).tolist()
 
@@ -263,8 +227,6 @@ def _global_fingerprint(local: str, accelerator: Any) -> str:
     """One key on every rank: the common fingerprint, or (sharded references) a hash of all ranks' shards."""
     if accelerator.num_processes == 1:
         return local
-    from accelerate.utils import gather_object
-
     fingerprints = sorted(set(gather_object([local])))
     if len(fingerprints) == 1:
         return fingerprints[0]
@@ -287,8 +249,6 @@ def _gather(indices: torch.Tensor, logps: torch.Tensor, total: int, accelerator:
 def _load(path: str, rows: int) -> torch.Tensor | None:
     if not os.path.isfile(path):
         return None
-    from safetensors.torch import load_file
-
     try:
         values = load_file(path)["ref_logps"]
     except Exception as err:  # a truncated or foreign file is a miss, not a crash
@@ -298,8 +258,6 @@ def _load(path: str, rows: int) -> torch.Tensor | None:
 
 
 def _save(path: str, values: torch.Tensor) -> None:
-    from safetensors.torch import save_file
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     save_file({"ref_logps": values.contiguous()}, tmp)

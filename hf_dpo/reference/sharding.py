@@ -1,10 +1,5 @@
-"""Sharding the frozen reference model the way the policy is sharded (FSDP, DeepSpeed ZeRO-3).
-
-Under DDP or a single device the reference is just moved to the device. Under FSDP and ZeRO-3 each process
-holds a shard of the policy; the reference (a full copy of the model) is sharded too, or it alone would need
-the memory that sharding saved. Sharded parameters are gathered only inside the wrapped module's forward,
-so log-probs there use the full-logits path (see ``hf_dpo.modeling.forward.lm_head_is_sharded``).
-"""
+"""Sharding the frozen reference model the way the policy is sharded (FSDP, DeepSpeed ZeRO-3), so that it
+does not need the memory sharding saved; under DDP or one device it is just moved to the device."""
 
 from __future__ import annotations
 
@@ -12,12 +7,11 @@ import copy
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 
 
 def prepare_frozen_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.Module:
     """``model`` (frozen, eval mode) placed/sharded for ``accelerator``'s backend."""
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return _deepspeed_inference_engine(model, accelerator)
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -33,12 +27,8 @@ def prepare_frozen_model(model: torch.nn.Module, accelerator: Any) -> torch.nn.M
 
 
 def _reshard_after_forward(model: torch.nn.Module) -> torch.nn.Module:
-    """Free the reference's gathered FSDP2 parameters when its forward ends.
-
-    FSDP2 (``reshard_after_forward=None`` for the root) and accelerate (``False`` for its embedding + final
-    norm + LM-head unit) keep those parameters whole after the forward, expecting the backward to need them
-    at once. The frozen reference has no backward, so they would stay whole for the rest of the step.
-    """
+    """Free the reference's gathered FSDP2 parameters when its forward ends: FSDP2 and accelerate keep the
+    root and embedding/LM-head units whole for a backward that the frozen reference never runs."""
     from torch.distributed.fsdp import FSDPModule
 
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
@@ -59,10 +49,8 @@ def _deepspeed_inference_engine(model: torch.nn.Module, accelerator: Any) -> tor
     stage = config.get("zero_optimization", {}).get("stage", 0)
     for key in ("optimizer", "scheduler"):
         config.pop(key, None)
-    if stage != 3:
-        config["zero_optimization"] = {
-            "stage": 0
-        }  # ZeRO-1/2 shard optimizer state only; nothing to shard here
+    if stage != 3:  # ZeRO-1/2 shard optimizer state only; nothing to shard here
+        config["zero_optimization"] = {"stage": 0}
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     if stage == 3 and hidden is not None:
         zero = config["zero_optimization"]

@@ -1,21 +1,12 @@
-"""Keys of TRL's scripts (``ScriptArguments``, ``ModelConfig``, ``DatasetMixtureConfig``, ``DPOConfig``) and
-of the alignment-handbook recipes, resolved to ``TrainConfig`` keys with the same meaning.
-
-:func:`resolve_aliases` rewrites the merged YAML + command-line mapping before it is typed: each alias sets
-the ``hf_dpo`` key(s) in :data:`ALIASES` (e.g. ``model_name_or_path`` -> ``model_name``, ``lora_r`` ->
-``peft.r``, ``warmup_ratio`` -> ``warmup_steps`` as a fraction). An alias and the key it stands for given in
-the same place (both in the YAML, or both on the command line) with different values is an error naming both;
-a command-line key wins over a YAML key, as for every other override. ``dataset=`` / ``data_files=`` on the
-command line replace a dataset named in the YAML by ``dataset_name`` or a mixture. :func:`key_hint` explains
-known keys that ``hf_dpo`` does not take. docs/running.md has the table.
+"""Keys of TRL's scripts and of the alignment-handbook recipes, resolved to ``TrainConfig`` keys with the same
+meaning (the table is in docs/running.md): :func:`resolve_aliases` rewrites the merged YAML + command-line
+mapping before it is typed; :func:`key_hint` explains known keys that ``hf_dpo`` does not take.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from hf_dpo.run.cli_config import ConfigError, coerce_value
@@ -23,32 +14,24 @@ from hf_dpo.run.cli_config import ConfigError, coerce_value
 logger = logging.getLogger("hf_dpo")
 
 Settings = dict[str, Any]  # dotted hf_dpo key -> value
+Assignments = list[tuple[str, Any, str]]  # (hf_dpo key, value, the alias that set it)
 
 
-@dataclass(frozen=True)
-class Alias:
-    """One key of another tool: the ``hf_dpo`` key(s) it sets and how its value maps there."""
-
-    target: str  # for the docs table: the hf_dpo key(s)
-    meaning: str
-    convert: Callable[[Any, str], Settings]
+Convert = Callable[[Any, str], Settings]  # (value, alias) -> the hf_dpo settings it stands for
 
 
-def _to(key: str, skip_null: bool = True) -> Callable[[Any, str], Settings]:
+def _to(key: str, skip_null: bool = True) -> Convert:
     """The value unchanged under ``key`` (a YAML null sets nothing: the hf_dpo default stays)."""
     return lambda value, name: {} if skip_null and _is_null(value) else {key: value}
 
 
+def _if_true(settings: Settings) -> Convert:
+    """``settings`` when the value is true, else nothing."""
+    return lambda value, name: dict(settings) if _bool(value, name) else {}
+
+
 def _bool(value: Any, name: str) -> bool:
     return bool(coerce_value(value, bool, name))
-
-
-def _overwrite(value: Any, name: str) -> Settings:
-    return {"resume": "overwrite"} if _bool(value, name) else {}
-
-
-def _flash_attention_2(value: Any, name: str) -> Settings:
-    return {"model_init_kwargs.attn_implementation": "flash_attention_2"} if _bool(value, name) else {}
 
 
 def _revision(value: Any, name: str) -> Settings:
@@ -77,51 +60,22 @@ def _streaming(value: Any, name: str) -> Settings:
     return {}
 
 
-_PEFT = "use_peft + lora_*"
-_QUANT = "load_in_4bit / load_in_8bit + bnb_*"
-_DATA = "dataset_name + dataset_config / dataset_*_split"
-_MIX = "dataset_mixture / dataset_mixer + dataset_splits / datasets"
-
-ALIASES: dict[str, Alias] = {
-    "model_name_or_path": Alias(
-        "model_name", "the model: Hub id, local directory or .gguf", _to("model_name")
-    ),
-    "output_dir": Alias("log_path", "the run directory", _to("log_path", skip_null=False)),
-    "beta": Alias("dpo_beta", "DPO's β", _to("dpo_beta", skip_null=False)),
-    "overwrite_output_dir": Alias(
-        "resume=overwrite", "true: delete an earlier run in log_path (false: the default, refuse)", _overwrite
-    ),
-    "torch_dtype": Alias(
-        "model_init_kwargs.dtype", "dtype the weights load in (null: float32)", _to("model_init_kwargs.dtype")
-    ),
-    "dtype": Alias("model_init_kwargs.dtype", "same as torch_dtype", _to("model_init_kwargs.dtype")),
-    "attn_implementation": Alias(
-        "model_init_kwargs.attn_implementation",
-        "eager / sdpa / flash_attention_2 / ...",
-        _to("model_init_kwargs.attn_implementation"),
-    ),
-    "use_flash_attention_2": Alias(
-        "model_init_kwargs.attn_implementation",
-        "true: flash_attention_2 (older handbook recipes)",
-        _flash_attention_2,
-    ),
-    "model_revision": Alias(
-        "model_init_kwargs.revision", "the model's Hub revision (main: the default)", _revision
-    ),
-    "hub_model_revision": Alias("hub_revision", "the branch the push goes to", _to("hub_revision")),
-    "warmup_ratio": Alias(
-        "warmup_steps",
-        "warmup as a fraction of the steps (TrainingArguments 5 reads a float < 1 so)",
-        _warmup_ratio,
-    ),
-    "preprocessing_num_workers": Alias(
-        "dataset_num_proc", "processes for dataset preprocessing (tokenization)", _to("dataset_num_proc")
-    ),
-    "lora_task_type": Alias(
-        "(checked)", "CAUSAL_LM is the only task; another value is an error", _lora_task_type
-    ),
-    "dataset_streaming": Alias("(checked)", "false; true is an error", _streaming),
-    "streaming": Alias("(checked)", "false; true is an error", _streaming),
+ALIASES: dict[str, Convert] = {
+    "model_name_or_path": _to("model_name"),
+    "output_dir": _to("log_path", skip_null=False),
+    "beta": _to("dpo_beta", skip_null=False),
+    "overwrite_output_dir": _if_true({"resume": "overwrite"}),
+    "torch_dtype": _to("model_init_kwargs.dtype"),
+    "dtype": _to("model_init_kwargs.dtype"),
+    "attn_implementation": _to("model_init_kwargs.attn_implementation"),
+    "use_flash_attention_2": _if_true({"model_init_kwargs.attn_implementation": "flash_attention_2"}),
+    "model_revision": _revision,
+    "hub_model_revision": _to("hub_revision"),
+    "warmup_ratio": _warmup_ratio,
+    "preprocessing_num_workers": _to("dataset_num_proc"),
+    "lora_task_type": _lora_task_type,
+    "dataset_streaming": _streaming,
+    "streaming": _streaming,
 }
 
 # Keys that only make sense in a group; resolved together by the functions below.
@@ -144,27 +98,6 @@ DATASET_KEYS = {
     "dataset_test_split": "test_split",
 }
 MIXTURE_KEYS = ("dataset_mixture", "dataset_mixer", "dataset_splits", "datasets", "test_split_size")
-GROUP_KEYS = {
-    "use_peft": (_PEFT, "true: LoRA (the peft section); false: full fine-tune"),
-    **{k: (f"peft.{v}", "with use_peft: true") for k, v in PEFT_KEYS.items()},
-    "load_in_4bit": (_QUANT, "4-bit base weights (bitsandbytes; needs use_peft: true)"),
-    "load_in_8bit": (_QUANT, "8-bit base weights (bitsandbytes; needs use_peft: true)"),
-    **{
-        k: (f"model_init_kwargs.quantization_config.{v}", "with load_in_4bit: true")
-        for k, v in QUANT_KEYS.items()
-    },
-    "dataset_name": ("dataset (+ dataset_options.path)", "a builder name, a builder's Hub id, else custom"),
-    **{k: (f"dataset_options.{v}", "with dataset_name") for k, v in DATASET_KEYS.items()},
-    "dataset_mixture": (
-        "dataset=mixture",
-        "handbook: {datasets: [{id, config, split, columns, weight}], seed, test_split_size}",
-    ),
-    "dataset_mixer": ("dataset=mixture", "older handbook: {id: weight}"),
-    "dataset_splits": ("dataset=mixture", "older handbook: [train split, test split]"),
-    "datasets": ("dataset=mixture", "TRL: [{path, name, split, columns, fraction, data_files, data_dir}]"),
-    "test_split_size": ("dataset_options.test_size", "TRL: test share carved from the mixture"),
-}
-
 # Keys of TRL / the handbook that hf_dpo does not take, with what to do instead.
 UNSUPPORTED = {
     "chat_template": "a template string in the config is not supported; the tokenizer's own chat template is "
@@ -186,14 +119,14 @@ UNSUPPORTED = {
 
 def key_hint(key: str) -> str | None:
     """A specific hint for an unknown key that TRL or the handbook knows (None for any other key)."""
-    if key in UNSUPPORTED:
-        return f"a TRL / alignment-handbook key that hf_dpo does not take: {UNSUPPORTED[key]}"
-    return None
+    why = UNSUPPORTED.get(key)
+    return f"a TRL / alignment-handbook key that hf_dpo does not take: {why}" if why else None
 
 
 def alias_names() -> list[str]:
     """Every key resolved here (for did-you-mean hints)."""
-    return [*ALIASES, *GROUP_KEYS]
+    groups = ["use_peft", *PEFT_KEYS, "load_in_4bit", "load_in_8bit", *QUANT_KEYS]
+    return [*ALIASES, *groups, "dataset_name", *DATASET_KEYS, *MIXTURE_KEYS]
 
 
 # ---- resolution -------------------------------------------------------------------------------------------
@@ -202,11 +135,11 @@ def resolve_aliases(
 ) -> dict[str, Any]:
     """``data`` (the YAML mapping with the command-line overrides applied) with every alias replaced by the
     ``hf_dpo`` key(s) it stands for. ``cli_keys``: the (dotted) keys given on the command line."""
-    data = copy.copy(dict(data))
+    data = dict(data)
     _drop_replaced_dataset(data, cli_keys)
-    settings: list[tuple[str, Any, str]] = []  # (hf_dpo key, value, the alias that set it)
+    settings: Assignments = []
     for name in [k for k in data if k in ALIASES]:
-        settings += [(key, v, name) for key, v in ALIASES[name].convert(data.pop(name), name).items()]
+        settings += [(key, v, name) for key, v in ALIASES[name](data.pop(name), name).items()]
     settings += _peft_settings(data)
     settings += _quantization_settings(data, settings)
     settings += _dataset_settings(data)
@@ -238,8 +171,7 @@ def _apply(
         if alias_from_cli == key_from_cli:
             raise ConfigError(
                 f"config keys {alias!r} and {key!r} both set {key!r}, to {_show(value)} and "
-                f"{_show(node[last])} "
-                f"({alias!r} is the TRL / alignment-handbook name for it); keep one"
+                f"{_show(node[last])} ({alias!r} is the TRL / alignment-handbook name for it); keep one"
             )
         if key_from_cli:
             return  # the command line wins
@@ -249,55 +181,46 @@ def _apply(
 def _drop_replaced_dataset(data: dict[str, Any], cli_keys: set[str] | frozenset[str]) -> None:
     """``dataset=`` / ``data_files=`` / ``dataset_name=`` on the command line replace a dataset that the YAML
     names with ``dataset_name`` (and its split keys) or a mixture."""
-    if not cli_keys & {"dataset", "data_files", "dataset_name"}:
+    dropped = [k for k in ["dataset_name", *DATASET_KEYS, *MIXTURE_KEYS] if k in data and k not in cli_keys]
+    if not dropped or not cli_keys & {"dataset", "data_files", "dataset_name"}:
         return
-    family = ["dataset_name", *DATASET_KEYS, *MIXTURE_KEYS]
-    dropped = [k for k in family if k in data and k not in cli_keys]
     for key in dropped:
         del data[key]
-    if dropped:
-        logger.info("hf_dpo: the command line's dataset replaces the YAML's %s", ", ".join(dropped))
-        if "dataset" not in cli_keys and "dataset_name" not in cli_keys:
-            data["dataset"] = "custom"  # data_files alone: the generic builder
-            data.pop("dataset_options", None)
+    logger.info("hf_dpo: the command line's dataset replaces the YAML's %s", ", ".join(dropped))
+    if "dataset" not in cli_keys and "dataset_name" not in cli_keys:
+        data["dataset"] = "custom"  # data_files alone: the generic builder
+        data.pop("dataset_options", None)
 
 
-def _peft_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    given = [k for k in PEFT_KEYS if k in data]
+def _peft_settings(data: dict[str, Any]) -> Assignments:
+    values = {k: data.pop(k) for k in PEFT_KEYS if k in data}
     if "use_peft" not in data:
-        if given:
+        if values:
             raise ConfigError(
-                f"{', '.join(given)} given without use_peft: add use_peft=true for LoRA (as in TRL), or use "
+                f"{', '.join(values)} given without use_peft: add use_peft=true for LoRA (as in TRL), or use "
                 "the peft section (peft.r=16, ...)"
             )
         return []
     if not _bool(data.pop("use_peft"), "use_peft"):
-        if given:
+        if values:
             logger.warning(
-                "hf_dpo: use_peft is false, so %s have no effect (full fine-tune)", ", ".join(given)
+                "hf_dpo: use_peft is false, so %s have no effect (full fine-tune)", ", ".join(values)
             )
-            for key in given:
-                data.pop(key)
         return []
-    values = {k: data.pop(k) for k in given}
     return [("peft", {}, "use_peft")] + [
         (f"peft.{PEFT_KEYS[k]}", v, k) for k, v in values.items() if not _is_null(v)
     ]
 
 
-def _quantization_settings(
-    data: dict[str, Any], settings: list[tuple[str, Any, str]]
-) -> list[tuple[str, Any, str]]:
+def _quantization_settings(data: dict[str, Any], settings: Assignments) -> Assignments:
     four = _bool(data.pop("load_in_4bit", False), "load_in_4bit")
     eight = _bool(data.pop("load_in_8bit", False), "load_in_8bit")
-    given = [k for k in QUANT_KEYS if k in data]
+    values = {k: data.pop(k) for k in QUANT_KEYS if k in data}
     if four and eight:
         raise ConfigError("load_in_4bit and load_in_8bit are both true; choose one")
     if not (four or eight):
-        if given:
-            logger.warning("hf_dpo: %s have no effect without load_in_4bit: true", ", ".join(given))
-            for key in given:
-                data.pop(key)
+        if values:
+            logger.warning("hf_dpo: %s have no effect without load_in_4bit: true", ", ".join(values))
         return []
     flag = "load_in_4bit" if four else "load_in_8bit"
     if not any(key == "peft" or key.startswith("peft.") for key, _, _ in settings) and "peft" not in data:
@@ -305,58 +228,46 @@ def _quantization_settings(
             f"{flag}=true quantizes the base weights, which can then only be trained through LoRA "
             "adapters: add use_peft=true (QLoRA)"
         )
+    if eight and values:
+        raise ConfigError(f"{', '.join(values)} apply to load_in_4bit only; drop them with load_in_8bit")
     section = "model_init_kwargs.quantization_config"
     out = [(f"{section}.{flag}", True, flag)]
-    if four:
-        values = {k: data.pop(k) for k in given}
-        out += [(f"{section}.{QUANT_KEYS[k]}", v, k) for k, v in values.items() if not _is_null(v)]
-        dtype = next((v for key, v, _ in settings if key == "model_init_kwargs.dtype"), None)
-        if dtype is not None and "bnb_4bit_compute_dtype" not in given:  # TRL: compute dtype = dtype
-            out.append(
-                (f"{section}.bnb_4bit_compute_dtype", str(dtype).removeprefix("torch."), "torch_dtype")
-            )
-    elif given:
-        raise ConfigError(f"{', '.join(given)} apply to load_in_4bit only; drop them with load_in_8bit")
+    out += [(f"{section}.{QUANT_KEYS[k]}", v, k) for k, v in values.items() if not _is_null(v)]
+    dtype = next((v for key, v, _ in settings if key == "model_init_kwargs.dtype"), None)
+    if four and dtype is not None and "bnb_4bit_compute_dtype" not in values:  # TRL: compute dtype = dtype
+        out.append((f"{section}.bnb_4bit_compute_dtype", str(dtype).removeprefix("torch."), "torch_dtype"))
     return out
 
 
-def _dataset_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    given = [k for k in DATASET_KEYS if k in data]
+def _dataset_settings(data: dict[str, Any]) -> Assignments:
+    from hf_dpo.data.mixture import source_builder
+
+    values = {k: data.pop(k) for k in DATASET_KEYS if k in data}
     if "dataset_name" not in data:
-        if given and not any(k in data for k in MIXTURE_KEYS):
+        if values and not any(k in data for k in MIXTURE_KEYS):
             raise ConfigError(
-                f"{', '.join(given)} given without dataset_name; add dataset_name=... or drop them"
+                f"{', '.join(values)} given without dataset_name; add dataset_name=... or drop them"
             )
-        for key in given:  # TRL ignores them next to a mixture
+        for key in values:  # TRL ignores them next to a mixture
             logger.warning("hf_dpo: %s has no effect next to a dataset mixture", key)
-            data.pop(key)
         return []
-    name = str(data.pop("dataset_name"))
-    builder, options = resolve_source(name)
+    # a builder name, the Hub id a builder reads by default, else custom with path
+    builder, options = source_builder(str(data.pop("dataset_name")))
     out = [("dataset", builder, "dataset_name")]
     out += [(f"dataset_options.{k}", v, "dataset_name") for k, v in options.items()]
-    out += [(f"dataset_options.{DATASET_KEYS[k]}", data.pop(k), k) for k in given]
-    return out
+    return out + [(f"dataset_options.{DATASET_KEYS[k]}", v, k) for k, v in values.items()]
 
 
-def _mixture_settings(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+def _mixture_settings(data: dict[str, Any]) -> Assignments:
     from hf_dpo.data.mixture import mixture_options
 
     present = {k: data.pop(k) for k in MIXTURE_KEYS if k in data}
     if not present:
         return []
-    options = mixture_options(present)
-    return [("dataset", "mixture", next(iter(present)))] + [
-        (f"dataset_options.{k}", v, next(iter(present))) for k, v in options.items()
+    first = next(iter(present))
+    return [("dataset", "mixture", first)] + [
+        (f"dataset_options.{k}", v, first) for k, v in mixture_options(present).items()
     ]
-
-
-def resolve_source(name: str) -> tuple[str, dict[str, Any]]:
-    """A dataset name -> (builder, options): a registered builder name; the Hub id a builder reads by default
-    (e.g. ``HuggingFaceH4/ultrafeedback_binarized`` -> ``ultrafeedback``); else ``custom`` with ``path``."""
-    from hf_dpo.data.mixture import source_builder
-
-    return source_builder(name)
 
 
 # ---- small helpers ----------------------------------------------------------------------------------------

@@ -1,9 +1,5 @@
-"""Checkpoints that are either complete or absent, and how ``resume=auto`` chooses one.
-
-A checkpoint is written under ``<output_dir>/.checkpoint-staging/checkpoint-N`` and renamed to
-``<output_dir>/checkpoint-N`` (one ``os.replace``) only when every process has finished writing it, so a kill
-during a save leaves no ``checkpoint-N`` at all. Before it is written, the weights are checked to be finite.
-"""
+"""Checkpoints that are either complete or absent (written to ``.checkpoint-staging/``, then renamed once
+every process has finished), and how ``resume=auto`` chooses one."""
 
 from __future__ import annotations
 
@@ -40,10 +36,10 @@ _WEIGHT_FILES = (
 def staged_checkpoint(trainer: Any) -> Iterator[str]:
     """Around ``Trainer._save_checkpoint``: yields the staging directory to write ``checkpoint-N`` into,
     then publishes it under ``output_dir`` with one rename and applies ``save_total_limit`` there."""
-    check_weights(trainer.model, f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}")
+    name = f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+    check_weights(trainer.model, name)
     run_dir = Path(trainer.args.output_dir)
     staging = run_dir / STAGING_DIR
-    name = f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
     main = trainer.args.should_save
     if main:
         shutil.rmtree(staging / name, ignore_errors=True)  # left by a save that was cut off

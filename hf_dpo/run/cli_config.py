@@ -1,18 +1,15 @@
-"""Typed run configs from a YAML file plus ``key=value`` command-line overrides.
-
-``load_config(MyConfig, ["run.yaml", "learning_rate=5e-7", "peft.r=16"])`` reads the (optional) YAML file,
-applies the overrides (they win; dotted keys reach into nested sections and dict fields), converts every
-value to the type the dataclass field declares, and builds ``MyConfig``. Unknown keys and bad values raise
-``ConfigError`` naming the key and the closest valid key. ``save_config`` writes a config back as YAML that
-``load_config`` reads to the same value.
-
+"""Typed run configs from a YAML file plus ``key=value`` command-line overrides (they win; dotted keys reach
+into sections and dict fields): ``load_config(MyConfig, ["run.yaml", "peft.r=16"])``. Unknown keys and bad
+values raise ``ConfigError``; ``save_config`` writes YAML that ``load_config`` reads back to the same value.
 A dataclass may declare ``__config_aliases__: ClassVar[dict[str, str]] = {"alias": "field"}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import itertools
 import os
 import types
 import typing
@@ -40,12 +37,9 @@ class _Raw(str):
 
 
 def parse_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
-    """Split the command line into the YAML path (or None) and the ordered overrides.
-
-    Accepted: ``[config.yaml]`` as the first argument or ``--config config.yaml`` anywhere; ``key=value``;
-    and argparse-style flags as TRL's scripts take them: ``--key value``, ``--key=value``, ``--key a b``
-    (a list), a bare ``--flag`` (true) and ``--no_flag`` (false). ``-`` in keys becomes ``_``.
-    """
+    """The YAML path (``[config.yaml]`` first or ``--config config.yaml``; None) and the ordered overrides:
+    ``key=value`` and TRL-style ``--key value``, ``--key=value``, ``--key a b`` (a list), ``--flag`` (true),
+    ``--no_flag`` (false); ``-`` in keys becomes ``_``."""
     path, overrides = None, {}
     i = 0
     while i < len(argv):
@@ -88,11 +82,8 @@ def _flag_key(text: str, arg: str | None = None) -> str:
 
 def _flag_values(argv: list[str], i: int) -> tuple[list[str], int]:
     """The values after a ``--key`` flag: the following arguments up to the next flag or ``key=value``."""
-    values = []
-    while i < len(argv) and not argv[i].startswith("--") and "=" not in argv[i]:
-        values.append(argv[i])
-        i += 1
-    return values, i
+    values = list(itertools.takewhile(lambda a: not a.startswith("--") and "=" not in a, argv[i:]))
+    return values, i + len(values)
 
 
 def _flag_value(argv: list[str], i: int) -> tuple[str | None, int]:
@@ -124,26 +115,22 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(config_cls: type[T], argv: list[str]) -> T:
-    """Build ``config_cls`` from ``[config.yaml] key=value ...`` (overrides win over the file).
-
-    Optional class attributes: ``__config_resolver__(data, cli_keys) -> data`` rewrites the merged mapping
-    first (``cli_keys``: the keys given on the command line); every unknown key is then reported in one
-    error, with ``__config_key_hint__(key) -> str | None`` and ``__config_other_names__`` for the hints."""
+    """Build ``config_cls`` from ``[config.yaml] key=value ...``. Optional class attributes:
+    ``__config_resolver__(data, cli_keys) -> data`` rewrites the merged mapping first; unknown keys are
+    all reported in one error, hinted by ``__config_key_hint__(key) -> str | None`` and
+    ``__config_other_names__``."""
     path, overrides = parse_argv(list(argv))
     data = read_yaml(path) if path is not None else {}
     for key, value in overrides.items():
         _set_dotted(data, key.split("."), value if isinstance(value, list) else _Raw(value))
-    resolver = getattr(config_cls, "__config_resolver__", None)
-    if resolver is not None:  # e.g. other tools' key names -> this config's keys (hf_dpo.run.aliases)
+    if (resolver := getattr(config_cls, "__config_resolver__", None)) is not None:  # hf_dpo.run.aliases
         data = resolver(data, set(overrides))
     valid_names = getattr(config_cls, "__config_other_names__", ())
     problems = unknown_keys(config_cls, data, valid_names, getattr(config_cls, "__config_key_hint__", None))
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(
-            f"{len(problems)} unknown config key(s):\n  " + "\n  ".join(problems)
-            if len(problems) > 1
-            else problems[0]
-        )
+        raise ConfigError(f"{len(problems)} unknown config key(s):\n  " + "\n  ".join(problems))
     return config_from_dict(config_cls, data)
 
 
@@ -154,13 +141,9 @@ def unknown_keys(
     hint: Any = None,
     prefix: str = "",
 ) -> list[str]:
-    """One message per key of ``data`` (nested sections included) that ``config_cls`` does not take.
-
-    ``hint(key) -> str | None`` gives a specific hint first (e.g. a key another tool knows); otherwise the
-    closest valid names (fields, ``__config_aliases__`` and ``other_names``) are suggested."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    hints = typing.get_type_hints(config_cls)
-    aliases: dict[str, str] = getattr(config_cls, "__config_aliases__", {})
+    """One message per key of ``data`` (sections included) that ``config_cls`` does not take: ``hint(key)``
+    if it gives one, else the closest valid names (fields, ``__config_aliases__``, ``other_names``)."""
+    fields, hints, aliases = _schema(config_cls)
     problems = []
     for key, value in data.items():
         name = aliases.get(str(key), str(key))
@@ -178,6 +161,12 @@ def unknown_keys(
     return problems
 
 
+def _schema(config_cls: type) -> tuple[dict[str, dataclasses.Field], dict[str, Any], dict[str, str]]:
+    """A dataclass's init fields by name, its type hints and its ``__config_aliases__``."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    return fields, typing.get_type_hints(config_cls), getattr(config_cls, "__config_aliases__", {})
+
+
 def _members(tp: Any) -> tuple[Any, ...]:
     origin = typing.get_origin(tp)
     return typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
@@ -187,9 +176,7 @@ def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str =
     """Build a dataclass from a (nested) mapping, converting values to the declared field types."""
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"{config_cls!r} is not a dataclass")
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    hints = typing.get_type_hints(config_cls)
-    aliases: dict[str, str] = getattr(config_cls, "__config_aliases__", {})
+    fields, hints, aliases = _schema(config_cls)
     kwargs: dict[str, Any] = {}
     spelled: dict[str, str] = {}  # field name -> the key that set it (the field's name or an alias)
     for key, value in data.items():
@@ -204,11 +191,10 @@ def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str =
                 "of the other); keep one"
             )
         spelled[name] = full
-        kwargs[name] = _coerce(value, hints[name], prefix + name)
+        kwargs[name] = coerce_value(value, hints[name], prefix + name)
+    no_default = dataclasses.MISSING
     missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        n for n, f in fields.items() if n not in kwargs and f.default is f.default_factory is no_default
     ]
     if missing:
         raise ConfigError(
@@ -279,10 +265,6 @@ def type_name(tp: Any) -> str:
 
 def coerce_value(value: Any, tp: Any, key: str) -> Any:
     """``value`` (as ``load_config`` read it) converted to type hint ``tp``; errors name ``key``."""
-    return _coerce(value, tp, key)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
     try:
         return _convert(value, tp, key)
     except ConfigError:
@@ -382,10 +364,8 @@ def _to_int(value: Any) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return int(value.strip())
-        except ValueError:
-            pass
     number = float(value)
     if not number.is_integer():
         raise ValueError("expected an integer")
@@ -421,7 +401,9 @@ def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     item_type = args[0] if args else Any
     items = [
-        _coerce(_Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]")
+        coerce_value(
+            _Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]"
+        )
         for i, v in enumerate(value)
     ]
     container = typing.get_origin(tp) or tp
@@ -436,7 +418,7 @@ def _convert_mapping(value: Any, tp: Any, key: str) -> Any:
         raise ValueError("expected a mapping such as {name: value}")
     args = typing.get_args(tp)
     value_type = args[1] if len(args) == 2 else Any
-    return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    return {str(k): coerce_value(v, value_type, f"{key}.{k}") for k, v in value.items()}
 
 
 def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:

@@ -1,6 +1,5 @@
-"""The NaN policy: an optimizer step whose loss or gradient norm is not finite is skipped (the weights stay as
-they were); ``max_nonfinite_steps`` such steps in a row stop training; no checkpoint is written from
-non-finite weights. Each error says what to change."""
+"""The NaN policy: an optimizer step with a non-finite gradient norm is skipped, ``max_nonfinite_steps`` in a
+row stop training, and no checkpoint is written from non-finite weights."""
 
 from __future__ import annotations
 
@@ -30,10 +29,8 @@ def check_loss(loss: torch.Tensor, step: int) -> None:
 
 @dataclass
 class NonFiniteSteps:
-    """Decides, once per optimizer step, whether to skip it: its gradient norm (global across processes, so
-    every process decides alike) is NaN/inf, which a non-finite micro-batch loss always causes. ``patience``
-    consecutive skips are tolerated (a transient fp16 overflow, one bad batch); one more raises
-    ``FloatingPointError``. Under fp16 with a gradient scaler, the scaler skips such steps itself."""
+    """Skips an optimizer step whose (global) gradient norm is NaN/inf; ``patience`` consecutive skips are
+    tolerated, one more raises ``FloatingPointError``. A gradient scaler skips them itself."""
 
     patience: int
     consecutive: int = 0
@@ -63,14 +60,9 @@ class NonFiniteSteps:
         return True
 
 
-def non_finite_parameters(model: torch.nn.Module) -> list[str]:
-    """Names of the parameters holding NaN or inf (this process's shard under FSDP/DeepSpeed)."""
-    return [n for n, p in model.named_parameters() if p.numel() and not torch.isfinite(p.detach()).all()]
-
-
 def check_weights(model: torch.nn.Module, what: str) -> None:
-    """Raise ``FloatingPointError`` instead of saving ``what`` from non-finite weights."""
-    bad = non_finite_parameters(model)
+    """Raise ``FloatingPointError`` instead of saving ``what`` from NaN/inf weights (this process's shard)."""
+    bad = [n for n, p in model.named_parameters() if p.numel() and not torch.isfinite(p.detach()).all()]
     if bad:
         raise FloatingPointError(
             f"not saving {what}: {len(bad)} parameter(s) hold NaN/inf (e.g. {bad[0]}). {_FIX}"

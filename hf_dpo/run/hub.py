@@ -59,8 +59,7 @@ def push_run(final_dir: str | Path, merged_dir: str | Path | None, config: Any) 
     message = f"DPO on {config.dataset} from {config.model_name} (hf_dpo)"
     token, private = getattr(config, "hub_token", None), getattr(config, "hub_private_repo", None)
     revision = getattr(config, "hub_revision", None)
-    urls = [push_folder(final_dir, config.hub_model_id, token, private, message, revision)]
+    targets = [(final_dir, config.hub_model_id)]
     if merged_dir is not None:
-        repo = merged_repo_id(config.hub_model_id)
-        urls.append(push_folder(merged_dir, repo, token, private, message, revision))
-    return urls
+        targets.append((merged_dir, merged_repo_id(config.hub_model_id)))
+    return [push_folder(folder, repo, token, private, message, revision) for folder, repo in targets]

@@ -1,8 +1,5 @@
-"""An exclusive lock on ``log_path`` for the life of a run, so two runs never write into one directory.
-
-The lock is an ``fcntl.flock`` on ``<log_path>/.hf_dpo.lock``, which holds the holder's pid. The kernel drops
-the lock when its process dies (kill -9 included), so a lock file left by a dead process is simply taken over.
-"""
+"""An exclusive ``fcntl.flock`` on ``<log_path>/.hf_dpo.lock`` (holding the pid) for the life of a run; the
+kernel drops it when its process dies, so a lock file left by a dead process is simply taken over."""
 
 from __future__ import annotations
 
@@ -37,9 +34,8 @@ def _read_pid(fd: int) -> int | None:
 def lock_holder(log_path: str | Path) -> int | None:
     """The pid holding the lock on ``log_path`` (0 if the pid is unknown); None if nobody holds it. Reads
     only: creates nothing."""
-    path = Path(log_path) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(Path(log_path) / LOCK_FILE, os.O_RDONLY)
     except OSError:
         return None
     try:

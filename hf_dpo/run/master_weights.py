@@ -1,9 +1,7 @@
 """float32 master weights for float16 parameters: the optimizer updates a float32 copy and writes it back.
 
-In float16, the optimizer's second moment (grad², below 6e-8 for any gradient under 2.4e-4) and Adam's
-``eps=1e-8`` both round to 0, so ``exp_avg / sqrt(exp_avg_sq)`` divides a non-zero first moment by 0 and
-writes inf into the weight, from a finite gradient; updates under 1/2048 of a weight also round away. Mixed
-precision avoids both by keeping float32 master weights; this does the same for float16 weights."""
+In float16, grad² (below 6e-8 for |grad| < 2.4e-4) and Adam's ``eps=1e-8`` round to 0, so
+``exp_avg / sqrt(exp_avg_sq)`` writes inf into the weight; updates under 1/2048 of a weight round away."""
 
 from __future__ import annotations
 
@@ -13,10 +11,8 @@ import torch
 
 
 def use_float32_master_weights(optimizer: torch.optim.Optimizer) -> int:
-    """Point ``optimizer`` at float32 copies of its float16 parameters, before its first step. Each step
-    then reads the float16 gradients into the copies (none stays none: a skipped step) and writes the
-    updated copies back to the float16 weights (after a resume, the copies start from the saved float16
-    weights). Returns how many parameters got a copy."""
+    """Point ``optimizer`` (before its first step) at float32 copies of its float16 parameters; each step
+    reads the float16 gradients into them and writes them back. Returns how many parameters got a copy."""
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for group in optimizer.param_groups:
         for i, param in enumerate(group["params"]):

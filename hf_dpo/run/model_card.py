@@ -12,7 +12,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hf_dpo.run.console import format_value
 
-# Hyperparameters reported in the card (config key -> shown name).
+# Config keys reported in the card's training table.
 CARD_HYPERPARAMETERS = (
     "dpo_beta",
     "loss_type",
@@ -108,44 +108,36 @@ def _training_table(config: Any) -> str:
 
 def _results(train_metrics: dict[str, float], eval_metrics: dict[str, float]) -> str:
     """The final metrics table ('' when there are none)."""
-    results = {k: v for k, v in {**train_metrics, **eval_metrics}.items() if k in _RESULT_KEYS}
-    if not results:
+    metrics = {**train_metrics, **eval_metrics}
+    rows = [f"| {k} | {format_value(metrics[k])} |" for k in _RESULT_KEYS if k in metrics]
+    if not rows:
         return ""
-    lines = ["## Final metrics", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {k} | {format_value(results[k])} |" for k in _RESULT_KEYS if k in results]
-    lines += [
-        "",
+    note = (
         "`eval_*` and `test/nll` are on the held-out test split; the others are the last logged "
-        "training window. Rewards are β·log(πθ/πref) of the chosen / rejected completions.",
-    ]
-    return "\n".join(lines)
+        "training window. Rewards are β·log(πθ/πref) of the chosen / rejected completions."
+    )
+    return "\n".join(["## Final metrics", "", "| metric | value |", "| --- | --- |", *rows, "", note])
 
 
 def _usage(repo: str, adapter: bool) -> str:
     """A loading and generation snippet."""
+    model_class = "AutoPeftModelForCausalLM" if adapter else "AutoModelForCausalLM"
     if adapter:
-        load = [
-            "from peft import AutoPeftModelForCausalLM",
-            "from transformers import AutoTokenizer",
-            "",
-            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-            "model = model.merge_and_unload()  # optional: plain transformers model",
-        ]
+        imports = [f"from peft import {model_class}", "from transformers import AutoTokenizer"]
     else:
-        load = [
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            "",
-            f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-        ]
+        imports = [f"from transformers import {model_class}, AutoTokenizer"]
+    load = [
+        f'model = {model_class}.from_pretrained("{repo}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+        *(["model = model.merge_and_unload()  # optional: plain transformers model"] if adapter else []),
+    ]
     generate = [
         'messages = [{"role": "user", "content": "Hello!"}]',
         'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",'
         " return_dict=True)",
         "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))",
     ]
-    return "\n".join(["## Usage", "", "```python", *load, *generate, "```"])
+    return "\n".join(["## Usage", "", "```python", *imports, "", *load, *generate, "```"])
 
 
 def shareable_name(name: str) -> str:

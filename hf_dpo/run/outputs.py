@@ -73,8 +73,8 @@ class MetricsFileCallback(TrainerCallback):
         self._truncated = False
 
     def _truncate(self) -> None:
-        keep = (lambda step: step <= self.resume_step) if self.resume_step > 0 else (lambda step: False)
-        rows = [r for r in read_metrics(self.path) if keep(r.get("step", 0))]
+        last = self.resume_step if self.resume_step > 0 else -1  # no checkpoint: drop every row
+        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= last]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         self._truncated = True
 

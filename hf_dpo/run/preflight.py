@@ -1,6 +1,5 @@
-"""Checks that a run can finish, made before ``log_path`` is touched: the optional packages the config needs
-and, with ``push_to_hub``, Hub access to ``hub_model_id``. :func:`preflight_problems` lists every problem
-found (empty: all clear); the run stops with all of them in one error instead of failing hours later."""
+"""Checks made before ``log_path`` is touched that a run can finish: the optional packages the config needs
+and, with ``push_to_hub``, write access to ``hub_model_id`` (all problems reported in one error)."""
 
 from __future__ import annotations
 
@@ -27,24 +26,17 @@ REPORT_PACKAGES = {
     "dagshub": ("dagshub",),
     "kubeflow": ("kubeflow",),
 }
-# optim name prefix -> package (bitsandbytes: adamw_bnb_8bit, paged_adamw_32bit, lion_8bit, ...)
+# package -> the prefixes of the optim names that need it (e.g. adamw_bnb_8bit, paged_adamw_32bit, lion_8bit)
 OPTIM_PACKAGES = {
-    "adamw_torch_4bit": "torchao",
-    "adamw_torch_8bit": "torchao",
-    "paged_": "bitsandbytes",
-    "adamw_bnb": "bitsandbytes",
-    "adamw_8bit": "bitsandbytes",
-    "ademamix": "bitsandbytes",
-    "lion_": "bitsandbytes",
-    "rmsprop_bnb": "bitsandbytes",
-    "galore": "galore_torch",
-    "apollo": "apollo_torch",
-    "lomo": "lomo_optim",
-    "adalomo": "lomo_optim",
-    "grokadamw": "grokadamw",
-    "schedule_free": "schedulefree",
-    "stable_adamw": "optimi",
-    "adamw_anyprecision": "torchdistx",
+    "torchao": ("adamw_torch_4bit", "adamw_torch_8bit"),
+    "bitsandbytes": ("paged_", "adamw_bnb", "adamw_8bit", "ademamix", "lion_", "rmsprop_bnb"),
+    "galore_torch": ("galore",),
+    "apollo_torch": ("apollo",),
+    "lomo_optim": ("lomo", "adalomo"),
+    "grokadamw": ("grokadamw",),
+    "schedulefree": ("schedule_free",),
+    "optimi": ("stable_adamw",),
+    "torchdistx": ("adamw_anyprecision",),
 }
 ATTENTION_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
 
@@ -74,10 +66,11 @@ def package_problems(config: Any) -> list[str]:
     if config.use_liger_kernel:
         needs.append(("use_liger_kernel=true", ("liger_kernel",)))
     optim = str(getattr(config.optim, "value", config.optim))
-    for prefix, package in OPTIM_PACKAGES.items():
-        if optim.startswith(prefix):
-            needs.append((f"optim={optim}", (package,)))
-            break
+    needs += [
+        (f"optim={optim}", (package,))
+        for package, prefixes in OPTIM_PACKAGES.items()
+        if optim.startswith(prefixes)
+    ]
     init = config.model_init_kwargs or {}
     quantization = init.get("quantization_config")
     if isinstance(quantization, dict) and (
@@ -130,8 +123,9 @@ def hub_problems(config: Any) -> list[str]:
     return []
 
 
-def hub_warnings(config: Any) -> None:
-    """Log what the push does where a TRL setting would suggest otherwise (nothing is ignored silently)."""
+def preflight_problems(config: Any) -> list[str]:
+    """Every problem found (options, packages, then the Hub); each line says what to change. Logs what the
+    push does where a TRL ``hub_strategy`` would suggest otherwise (nothing is ignored silently)."""
     strategy = str(getattr(config.hub_strategy, "value", config.hub_strategy))
     if config.push_to_hub and strategy != "end":
         logger.warning(
@@ -139,17 +133,8 @@ def hub_warnings(config: Any) -> None:
             "checkpoints are not uploaded",
             strategy,
         )
-
-
-def preflight_problems(config: Any) -> list[str]:
-    """Every problem found (packages, then the Hub); each line says what to change."""
-    hub_warnings(config)
-    return option_problems(config) + package_problems(config) + hub_problems(config)
-
-
-def option_problems(config: Any) -> list[str]:
-    """TrainingArguments flags that this command cannot honour (``do_train`` is not one: like TRL's scripts,
-    the command always trains; ``do_eval=true`` is checked against the test split once the data is built)."""
-    if config.do_predict:
-        return ["do_predict=true: hf-dpo-train has no predict step; drop do_predict"]
-    return []
+    # Like TRL's scripts the command always trains (do_train); do_eval is checked once the data is built.
+    options = (
+        ["do_predict=true: hf-dpo-train has no predict step; drop do_predict"] if config.do_predict else []
+    )
+    return options + package_problems(config) + hub_problems(config)

@@ -1,7 +1,5 @@
-"""SIGINT / SIGTERM during training: finish the optimizer step, save a checkpoint, stop cleanly.
-
-A second signal stops at once (``KeyboardInterrupt``); the last complete checkpoint is still there.
-"""
+"""SIGINT / SIGTERM during training: finish the optimizer step, save a checkpoint, stop cleanly; a second
+signal stops at once (``KeyboardInterrupt``)."""
 
 from __future__ import annotations
 

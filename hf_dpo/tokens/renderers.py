@@ -1,15 +1,8 @@
-"""Chat renderers: turn a conversation into prompt token ids and assistant-completion token ids.
-
-A renderer answers two questions for a preference pair:
-
-* ``encode_prompt(messages)``: the ids the model is fed at inference time, ending with the assistant
-  generation prompt;
-* ``encode_completion(messages, reply)``: the ids of ``reply`` exactly as the model generates them after
-  that prompt, ending with the end-of-turn token (or EOS).
+"""Chat renderers: a conversation -> prompt ids (ending with the generation prompt) and completion ids.
 
 ``encode_prompt(m) + encode_completion(m, r)`` is the tokenisation of the whole conversation. Built-ins:
-``chat_template`` (the tokenizer's own Jinja template), ``role_colon`` (``User: ...`` / ``Assistant: ...``
-for base models), ``chatml`` and ``llama3``. Register your own with :func:`register_renderer`.
+``chat_template`` (the tokenizer's Jinja template), ``role_colon`` (``User: ...`` for base models), ``chatml``
+and ``llama3``; register your own with :func:`register_renderer`.
 """
 
 from __future__ import annotations
@@ -32,20 +25,10 @@ logger = logging.getLogger("hf_dpo")
 class Renderer(abc.ABC):
     """Base class: subclasses write the prompt and completion *text*; this class tokenises it.
 
-    Tokenisation rules shared by every renderer:
-
-    * text is tokenised with ``add_special_tokens=False``; special-token strings written by the renderer
-      (``<|im_end|>`` ...) become their ids when the tokenizer knows them, else plain text;
-    * BOS is prepended to the prompt iff the tokenizer adds one by default and the text did not already
-      start with it, so it is never doubled;
-    * completion ids are cut from the tokenisation of the full text (prompt + completion), so they equal
-      what the model sees for the whole conversation; if the prompt ids are not a prefix of that (a merge
-      across the boundary), the completion is tokenised on its own and a warning is logged once;
-    * a completion whose text does not end with a special token gets the tokenizer's EOS appended.
-
-    ``template_kwargs`` (a row's ``tools`` and ``chat_template_kwargs``) reach renderers whose
-    ``renders_tools`` is True as keyword arguments of ``prompt_text`` / ``completion_text``; the others refuse
-    them, and tool-calling messages, with a ``ValueError``.
+    Text is tokenised without special tokens; BOS is prepended to the prompt iff the tokenizer adds one
+    (never doubled); completion ids are cut from the tokenisation of prompt + completion (on its own, with a
+    warning, if tokens merge across the boundary); EOS is appended unless the text ends with a special token.
+    ``template_kwargs`` and tool-calling messages are refused unless ``renders_tools``.
     """
 
     name: ClassVar[str]
@@ -66,7 +49,6 @@ class Renderer(abc.ABC):
         state.update(_warned=set(), _text_cache=("", ""), _ids_cache=("", []))
         return state
 
-    # -- text hooks -------------------------------------------------------------------------------------
     @abc.abstractmethod
     def prompt_text(self, messages: list[Message]) -> str:
         """The conversation so far as text, ending with the assistant generation prompt."""
@@ -75,7 +57,6 @@ class Renderer(abc.ABC):
     def completion_text(self, messages: list[Message], reply: Message) -> str:
         """The text generated for ``reply`` right after ``prompt_text(messages)``."""
 
-    # -- ids ------------------------------------------------------------------------------------------
     def encode_prompt(
         self, messages: list[Message], template_kwargs: Mapping[str, Any] | None = None
     ) -> list[int]:
@@ -90,10 +71,8 @@ class Renderer(abc.ABC):
         reply: Message | Sequence[Message],
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
-        """Ids of ``reply`` as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS.
-
-        ``reply``: one assistant message, or (renderers with ``renders_tools``) a list of assistant and
-        ``tool`` turns, rendered together as what follows the prompt."""
+        """Ids of ``reply`` (one assistant message, or with ``renders_tools`` a list of assistant and tool
+        turns) as generated after ``encode_prompt(messages)``, ending with end-of-turn/EOS."""
         messages = check_messages(messages)
         if not isinstance(reply, (list, tuple)):
             replies = [check_reply(reply)]
@@ -133,7 +112,6 @@ class Renderer(abc.ABC):
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    # -- helpers ------------------------------------------------------------------------------------------
     def cached_prompt_text(
         self, messages: list[Message], template_kwargs: Mapping[str, Any] | None = None
     ) -> str:
@@ -158,9 +136,7 @@ class Renderer(abc.ABC):
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _with_bos(self, ids: list[int]) -> list[int]:
-        if self._bos_id is not None and ids[:1] != [self._bos_id]:
-            return [self._bos_id, *ids]
-        return ids
+        return [self._bos_id, *ids] if self._bos_id is not None and ids[:1] != [self._bos_id] else ids
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         if prompt != self._ids_cache[0] or not self._ids_cache[1]:
@@ -176,10 +152,7 @@ class Renderer(abc.ABC):
 def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether the tokenizer puts BOS in front of plain text by default (i.e. the model expects one)."""
     bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == bos
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
 def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
@@ -189,7 +162,6 @@ def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...
     return tuple(s for s in strings if s)
 
 
-# -- registry ---------------------------------------------------------------------------------------------
 _RENDERERS: Registry[type[Renderer]] = Registry("renderer")
 
 
@@ -218,16 +190,10 @@ def get_renderer(name: str | None, tokenizer: PreTrainedTokenizerBase) -> Render
     return _RENDERERS.get(name)(tokenizer)
 
 
-# -- built-ins ------------------------------------------------------------------------------------------
 @register_renderer("chat_template")
 class ChatTemplateRenderer(Renderer):
-    """The tokenizer's own Jinja chat template (``apply_chat_template``).
-
-    The prompt is rendered with ``add_generation_prompt=True``; the completion is what the full
-    conversation adds after it. If the template renders the full conversation so that it does not start
-    with the prompt (e.g. it re-renders the generation header), the completion becomes the reply content
-    plus what the template puts after it, and a warning with an example is logged once.
-    """
+    """The tokenizer's own chat template (``apply_chat_template``); the completion is what the full
+    conversation adds after the prompt rendered with ``add_generation_prompt=True``."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         if not getattr(tokenizer, "chat_template", None):
@@ -249,15 +215,12 @@ class ChatTemplateRenderer(Renderer):
             raise ValueError(f"the tokenizer's chat template rejected the conversation: {err}") from err
 
     def prompt_text(self, messages: list[Message], **template_kwargs: Any) -> str:
-        """The template's rendering with the generation prompt; ``template_kwargs`` (``tools``, a row's
-        ``chat_template_kwargs``) go to ``apply_chat_template``."""
         return self._render(messages, add_generation_prompt=True, **template_kwargs)
 
     def completion_text(
         self, messages: list[Message], reply: Message | list[Message], **template_kwargs: Any
     ) -> str:
-        """What the full conversation adds after the prompt; ``reply`` may be a list of assistant and tool
-        turns (all rendered, so tool outputs are part of the completion)."""
+        """What the full conversation adds after the prompt (tool turns in ``reply`` included)."""
         prompt = self.cached_prompt_text(messages, template_kwargs)
         replies = reply if isinstance(reply, list) else [reply]
         full = self._render([*messages, *replies], add_generation_prompt=False, **template_kwargs)
@@ -269,8 +232,7 @@ class ChatTemplateRenderer(Renderer):
                 "its rendering of the prompt, so the completion cannot be cut from it; use a template that "
                 "renders the prompt the same way in both cases"
             )
-        # The template renders the conversation differently once the reply is added. Keep the inference
-        # prompt and take the reply as the template prints it (content onwards).
+        # The template re-renders the conversation once the reply is added: take the reply as printed.
         content = reply["content"].strip()
         start = full.rfind(content) if content else -1
         if start < 0:
@@ -297,9 +259,7 @@ class ChatTemplateRenderer(Renderer):
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """1 for each of ``completion_ids`` (``encode_completion(messages, replies)``) the assistant wrote, 0
-        for the tokens of ``tool`` turns and the generation prompt that follows them (the harness, not the
-        model, writes both). Turn boundaries come from rendering the conversation turn by turn; a template
-        whose partial renderings are not token prefixes of the whole is a ``ValueError``."""
+        for ``tool`` turns and the generation prompt after them (turn ends from turn-by-turn renderings)."""
         kwargs = dict(template_kwargs or {})
         prompt_ids = self._prompt_ids(self.cached_prompt_text(messages, kwargs))
 
@@ -327,10 +287,7 @@ class ChatTemplateRenderer(Renderer):
 @register_renderer("role_colon")
 class RoleColonRenderer(Renderer):
     """Plain text for base models: ``System: ...\\n\\nUser: ...\\n\\nAssistant: ...``.
-
-    The prompt ends with ``"Assistant:"``; the completion is ``" " + reply`` followed by EOS. Subclass and
-    change ``role_names`` / ``separator`` for other conventions (e.g. ``"Human"``).
-    """
+    The completion is ``" " + reply``; subclass and change ``role_names`` / ``separator`` to adapt."""
 
     role_names: ClassVar[dict[str, str]] = {"system": "System", "user": "User", "assistant": "Assistant"}
     separator: ClassVar[str] = "\n\n"
@@ -345,11 +302,7 @@ class RoleColonRenderer(Renderer):
 
 @register_renderer("chatml")
 class ChatMLRenderer(Renderer):
-    """ChatML: ``<|im_start|>role\\ncontent<|im_end|>\\n`` per turn, no default system prompt.
-
-    The completion is ``content<|im_end|>``; if the tokenizer lacks ``<|im_end|>`` it is tokenised as text
-    and EOS is appended.
-    """
+    """ChatML: ``<|im_start|>role\\ncontent<|im_end|>\\n`` per turn, no default system prompt."""
 
     def prompt_text(self, messages: list[Message]) -> str:
         turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
@@ -361,11 +314,8 @@ class ChatMLRenderer(Renderer):
 
 @register_renderer("llama3")
 class Llama3Renderer(Renderer):
-    """Llama 3 Instruct: ``<|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>``.
-
-    Content is stripped, as Meta's template does; no default system prompt. Tokenizers without the
-    Llama 3 special tokens get them as plain text (and EOS after the completion).
-    """
+    """Llama 3 Instruct: ``<|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>``, content stripped
+    as in Meta's template, no default system prompt."""
 
     @staticmethod
     def _turn(role: str, content: str) -> str:

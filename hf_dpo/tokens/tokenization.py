@@ -1,32 +1,17 @@
 """Turn preference rows into token ids: ``prompt_ids``, ``chosen_ids``, ``rejected_ids``.
 
-Accepted rows (TRL-compatible columns):
+Rows use TRL's columns (docs/datasets.md): ``prompt``/``chosen``/``rejected`` strings (raw text: the prompt
+with the tokenizer's special tokens, each completion without them plus EOS; rendered instead if a renderer
+is given), or message lists rendered by ``hf_dpo.tokens.renderers`` (with optional ``tools`` and
+``chat_template_kwargs`` columns). Without ``prompt``, the shared leading messages, or the common text prefix
+cut back to its last whitespace, are the prompt. Image columns are refused (text-only models).
 
-- standard: ``prompt``, ``chosen``, ``rejected`` strings. Raw text: the prompt is tokenized with the
-  tokenizer's special tokens (e.g. BOS), each completion without them, then EOS is appended;
-- conversational: ``prompt`` a list of messages, ``chosen``/``rejected`` a one-message list (or a single
-  message) with the assistant reply, rendered through a chat format (``hf_dpo.tokens.renderers``);
-- implicit prompt: only ``chosen``/``rejected``. Message lists: the shared leading messages are the prompt.
-  Strings: the longest common prefix, cut back to its last whitespace (tokens common to both completions
-  cancel in the DPO margin, so this split is safe for the loss).
-
-If a renderer is given, string rows are rendered too (prompt as one user turn, completion as the reply).
-
-Tool calling (conversational rows, ``chat_template`` renderer): messages may use the ``tool`` role and
-assistant ``tool_calls`` (``hf_dpo.chat``); a ``tools`` column (a list of tool schemas, or that list as a
-JSON string) and a per-row ``chat_template_kwargs`` dict are passed to the chat template, as TRL does.
-Rows with an ``image``/``images`` column are refused: vision-language models are not supported.
-
-Truncation rules: (1) a prompt longer than ``max_prompt_length`` keeps its last tokens (the most recent
-turns), keeping a leading BOS if it had one; (2) then, to fit ``max_length``, ``truncation_mode`` decides
-(TRL's meaning: which end of prompt + completion survives): ``keep_start`` (default) cuts each completion
-from the right; a pair left with no completion token is skipped with reason ``prompt_too_long`` (only
-possible when ``max_prompt_length`` is None or ≥ ``max_length``). ``keep_end`` keeps the sequence ends: the
-prompt (shared by both completions) loses its first tokens, BOS kept as in (1), until the longer completion
-fits, keeping at least one prompt token; a completion that still does not fit keeps its last tokens.
-Pairs whose chosen and rejected completions are identical (also after truncation) carry no preference and
-are skipped with reason ``chosen_equals_rejected``. Skips are counted, logged once, and never silent;
-malformed rows raise ``ValueError`` naming the row index, the field and the fix.
+Truncation: a prompt over ``max_prompt_length`` keeps its last tokens (and a leading BOS). Then, to fit
+``max_length``, ``keep_start`` cuts each completion from the right; ``keep_end`` first drops the prompt's
+first tokens (BOS kept, at least one token left) until the longer completion fits, then keeps each
+completion's last tokens. Skipped pairs (``prompt_too_long``, ``chosen_equals_rejected``,
+``no_assistant_tokens``) are counted and logged once; malformed rows raise ``ValueError`` naming the row
+index, the field and the fix.
 """
 
 from __future__ import annotations
@@ -64,9 +49,8 @@ def check_text_only(columns: Iterable[str], split: str = "train") -> None:
 
 
 def template_kwargs_of(row: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """The row's ``tools`` and ``chat_template_kwargs`` as ``apply_chat_template`` keyword arguments
-    (empty when absent). Keys whose value is None are dropped (Arrow fills keys that other rows have with
-    None)."""
+    """The row's ``tools`` and ``chat_template_kwargs`` as ``apply_chat_template`` keyword arguments; None
+    values (Arrow's fill for keys other rows have) are dropped."""
     kwargs = row.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise _row_error(
@@ -139,8 +123,7 @@ def _reply(value: Any, index: int, field: str) -> Message | list[Message]:
 def split_row(
     row: Mapping[str, Any], index: int
 ) -> tuple[str | list[Message], str | Message | list[Message], str | Message | list[Message]]:
-    """Normalise a row into (prompt, chosen, rejected): all text, or messages + two completions (each one
-    assistant reply, or a list of assistant and tool turns)."""
+    """Normalise a row into (prompt, chosen, rejected): all text, or messages and two ``_reply`` replies."""
     for field in ("chosen", "rejected"):
         if field not in row or row[field] is None:
             raise _row_error(index, field, "missing", f"add a {field!r} column (string or message list)")
@@ -164,43 +147,18 @@ def split_row(
             _reply(rejected_msgs[n:], index, "rejected"),
         )
     if isinstance(prompt, str) and isinstance(chosen, str) and isinstance(rejected, str):
-        return (
-            _check_text(prompt, index, "prompt"),
-            _check_text(chosen, index, "chosen"),
-            _check_text(rejected, index, "rejected"),
-        )
-    messages = (
-        [{"role": "user", "content": _check_text(prompt, index, "prompt")}]
-        if isinstance(prompt, str)
-        else (_check_messages(prompt, index, "prompt"))
-    )
-    as_reply = {"role": "assistant", "content": ""}
-    return (
-        messages,
-        {**as_reply, "content": _check_text(chosen, index, "chosen")}
-        if isinstance(chosen, str)
-        else _reply(chosen, index, "chosen"),
-        {**as_reply, "content": _check_text(rejected, index, "rejected")}
-        if isinstance(rejected, str)
-        else _reply(rejected, index, "rejected"),
-    )
+        return tuple(_check_text(row[field], index, field) for field in ("prompt", "chosen", "rejected"))
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": _check_text(prompt, index, "prompt")}]
+    else:
+        messages = _check_messages(prompt, index, "prompt")
 
+    def completion(value: Any, field: str) -> Message | list[Message]:
+        if isinstance(value, str):
+            return {"role": "assistant", "content": _check_text(value, index, field)}
+        return _reply(value, index, field)
 
-def is_conversational(row: Mapping[str, Any]) -> bool:
-    """True if the row's completions are message lists (or messages) rather than strings."""
-    return not isinstance(row.get("chosen"), str)
-
-
-def _encode_text(
-    tokenizer: Any, prompt: str, chosen: str, rejected: str
-) -> tuple[list[int], list[int], list[int]]:
-    eos = [tokenizer.eos_token_id]
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return (
-        tokenizer(prompt)["input_ids"] if prompt else _bos(tokenizer),
-        encode(chosen) + eos,
-        encode(rejected) + eos,
-    )
+    return messages, completion(chosen, "chosen"), completion(rejected, "rejected")
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -209,9 +167,8 @@ def _bos(tokenizer: Any) -> list[int]:
 
 
 def select_renderer(first_row: Mapping[str, Any], tokenizer: Any, renderer_name: str | None) -> Any | None:
-    """The chat renderer to use: the named one, or the default for conversational rows; None (raw text)
-    for text rows when no renderer is named."""
-    if renderer_name is None and not is_conversational(first_row):
+    """The named chat renderer, or the default one for conversational rows; None (raw text) for text rows."""
+    if renderer_name is None and isinstance(first_row.get("chosen"), str):
         return None
     from hf_dpo.tokens.renderers import get_renderer
 
@@ -223,8 +180,7 @@ def _as_conversation(prompt: str | list[Message]) -> list[Message]:
 
 
 def encode_prompt(prompt: str | list[Message], tokenizer: Any, renderer: Any | None) -> list[int]:
-    """Prompt token ids exactly as the model is fed them (raw text with the tokenizer's special tokens, or
-    the rendered conversation ending with the generation prompt)."""
+    """Prompt ids as the model is fed them: raw text with special tokens, or the rendered conversation."""
     if renderer is None:
         if not isinstance(prompt, str):
             raise ValueError("conversational prompt but no renderer; pass renderer_name")
@@ -252,10 +208,8 @@ def tokenize_row(
 ) -> dict[str, list[int]] | str:
     """Token ids of one pair after truncation, or the skip reason (see module docstring).
 
-    ``renderer`` (``hf_dpo.tokens.renderers.Renderer``, see ``select_renderer``) renders conversations;
-    with None, rows must be text. ``assistant_only_loss``: also return ``MASK_COLUMNS``, 0 on the tokens of
-    tool turns inside a completion (and the generation prompt after them), so the loss skips them; a pair
-    left with no assistant token in a completion is skipped with reason ``no_assistant_tokens``.
+    ``renderer``: see ``select_renderer`` (None: rows must be text). ``assistant_only_loss``: also return
+    ``MASK_COLUMNS``, 0 on tool-turn tokens inside a completion so the loss skips them.
     """
     prompt_ids, chosen_ids, rejected_ids = _encode_row(row, index, tokenizer, renderer)
     masks = _assistant_masks(row, index, renderer, chosen_ids, rejected_ids) if assistant_only_loss else None
@@ -274,11 +228,7 @@ def tokenize_row(
     prompt_ids, chosen_ids, rejected_ids = truncated
     if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
         return "chosen_equals_rejected"
-    pair = {
-        "prompt_ids": list(prompt_ids),
-        "chosen_ids": list(chosen_ids),
-        "rejected_ids": list(rejected_ids),
-    }
+    pair = {column: list(ids) for column, ids in zip(TOKEN_COLUMNS, truncated, strict=True)}
     if masks is not None:
         kept = (len(chosen_ids), len(rejected_ids))
         keep_end = truncation_mode == "keep_end"
@@ -292,8 +242,7 @@ def tokenize_row(
 def _assistant_masks(
     row: Mapping[str, Any], index: int, renderer: Any | None, chosen_ids: list[int], rejected_ids: list[int]
 ) -> list[list[int]]:
-    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns (only
-    the chat-template renderer renders those; the others refuse them while encoding)."""
+    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns."""
     prompt, chosen, rejected = split_row(row, index)
     masks = []
     for field, reply, ids in (("chosen", chosen, chosen_ids), ("rejected", rejected, rejected_ids)):
@@ -321,7 +270,9 @@ def _encode_row(
                 "text rows are tokenized as raw text, so there is no chat template to pass it to",
                 "use conversational rows (message lists), or set renderer_name='chat_template'",
             )
-        return _encode_text(tokenizer, prompt, chosen, rejected)
+        eos = [tokenizer.eos_token_id]
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] + eos  # noqa: E731
+        return encode_prompt(prompt, tokenizer, None), encode(chosen), encode(rejected)
     if renderer is None:
         raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
     if isinstance(prompt, str):
@@ -347,25 +298,23 @@ def _truncate(
     max_prompt_length: int | None,
     truncation_mode: str,
 ) -> tuple[list[int], list[int], list[int]] | str:
-    """The three id lists cut to ``max_prompt_length`` / ``max_length`` (see module docstring), or the skip
-    reason ``prompt_too_long``."""
+    """The three id lists cut as in the module docstring, or the skip reason ``prompt_too_long``."""
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         prompt_ids = _keep_prompt_end(prompt_ids, max_prompt_length, tokenizer)
-    if max_length is not None:
-        if truncation_mode == "keep_end":
-            fits = max(max_length - max(len(chosen_ids), len(rejected_ids)), 1)
-            if len(prompt_ids) > fits:
-                prompt_ids = _keep_prompt_end(prompt_ids, fits, tokenizer)
-        elif truncation_mode != "keep_start":
-            raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}")
-        room = max_length - len(prompt_ids)
-        if room < 1:
-            return "prompt_too_long"
-        if truncation_mode == "keep_end":
-            chosen_ids, rejected_ids = chosen_ids[-room:], rejected_ids[-room:]
-        else:
-            chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
-    return prompt_ids, chosen_ids, rejected_ids
+    if max_length is None:
+        return prompt_ids, chosen_ids, rejected_ids
+    keep_end = truncation_mode == "keep_end"
+    if keep_end:
+        fits = max(max_length - max(len(chosen_ids), len(rejected_ids)), 1)
+        if len(prompt_ids) > fits:
+            prompt_ids = _keep_prompt_end(prompt_ids, fits, tokenizer)
+    elif truncation_mode != "keep_start":
+        raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}")
+    room = max_length - len(prompt_ids)
+    if room < 1:
+        return "prompt_too_long"
+    cut = slice(-room, None) if keep_end else slice(room)
+    return prompt_ids, chosen_ids[cut], rejected_ids[cut]
 
 
 def tokenize_dataset(
@@ -379,17 +328,13 @@ def tokenize_dataset(
     truncation_mode: str = "keep_start",
     assistant_only_loss: bool = False,
 ) -> tuple[Dataset, Counter[str]]:
-    """Tokenize every row (batched, cached by ``datasets`` fingerprint), drop and count skipped pairs.
-
-    Returns the dataset with ``TOKEN_COLUMNS`` (plus any precomputed ``ref_*_logps`` columns kept) and the
-    skip counts by reason, which are also logged once.
-    """
+    """Tokenize every row (batched, ``datasets``-cached); the dataset with ``TOKEN_COLUMNS`` (and any
+    ``REF_COLUMNS``) without the skipped pairs, and the skip counts by reason (logged once)."""
     check_text_only(dataset.column_names, split_name)
-    keep = [c for c in REF_COLUMNS if c in dataset.column_names]
     encode_batch = _batch_encoder(
         tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss
     )
-    removed = [c for c in dataset.column_names if c not in keep]
+    removed = [c for c in dataset.column_names if c not in REF_COLUMNS]
     tokenized = dataset.map(
         encode_batch,
         with_indices=True,
@@ -422,24 +367,14 @@ def _batch_encoder(
     truncation_mode: str = "keep_start",
     assistant_only_loss: bool = False,
 ) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-    """A batched ``datasets.map`` function: rows -> ``TOKEN_COLUMNS`` (and ``MASK_COLUMNS`` with
-    ``assistant_only_loss``) plus ``skip_reason`` ("" if kept)."""
+    """A batched ``datasets.map`` function: rows -> ``tokenize_row`` columns, ``skip_reason`` ("": kept)."""
+    options = (max_length, max_prompt_length, truncation_mode, assistant_only_loss)
+    columns = (*TOKEN_COLUMNS, *MASK_COLUMNS) if assistant_only_loss else TOKEN_COLUMNS
 
     def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        columns = (*TOKEN_COLUMNS, *MASK_COLUMNS) if assistant_only_loss else TOKEN_COLUMNS
         out: dict[str, list] = {c: [] for c in (*columns, "skip_reason")}
         for j, index in enumerate(indices):
-            row = {k: v[j] for k, v in batch.items()}
-            result = tokenize_row(
-                row,
-                index,
-                tokenizer,
-                renderer,
-                max_length,
-                max_prompt_length,
-                truncation_mode,
-                assistant_only_loss,
-            )
+            result = tokenize_row({k: v[j] for k, v in batch.items()}, index, tokenizer, renderer, *options)
             skipped = isinstance(result, str)
             for column in columns:
                 out[column].append([] if skipped else result[column])
@@ -459,9 +394,8 @@ def tokenize_iterable(
     truncation_mode: str = "keep_start",
     assistant_only_loss: bool = False,
 ) -> IterableDataset:
-    """``tokenize_dataset`` for a streaming ``IterableDataset``: the same rows become the same ids, lazily, as
-    the trainer iterates. Skipped pairs are dropped as they stream by; the first skip of each reason is logged
-    (the total is unknown until the stream ends)."""
+    """``tokenize_dataset`` for a streaming ``IterableDataset``, lazily; the first skip of each reason is
+    logged."""
     first = next(iter(dataset), None)
     if first is None:
         raise ValueError(f"the {split_name} dataset is empty")
