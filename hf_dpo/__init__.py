@@ -1,9 +1,5 @@
-"""hf_dpo: Direct Preference Optimization as a plugin to ``transformers.Trainer``.
-
-The public API: every name below is importable from ``hf_dpo``. Documented subpackages with their own
-``__all__``: ``hf_dpo.data`` (dataset builders), ``hf_dpo.eval`` (the evaluation entry point) and
-``hf_dpo.train`` (the config-file run behind ``python -m hf_dpo.train``).
-"""
+"""hf_dpo: Direct Preference Optimization as a plugin to ``transformers.Trainer``; public API: ``__all__``.
+Documented subpackages with their own ``__all__``: ``hf_dpo.data``, ``hf_dpo.eval`` and ``hf_dpo.train``."""
 
 from hf_dpo.batching.attention import layout_support, model_inputs
 from hf_dpo.batching.collator import DataCollatorForPreference, DPODataCollator

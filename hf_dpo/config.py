@@ -27,9 +27,7 @@ def _field(default: Any, help_text: str) -> Any:
 @dataclass
 class DPOConfig(TrainingArguments):
     """Every ``TrainingArguments`` field, plus the DPO fields below. Invalid values raise ``ValueError``.
-
-    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``.
-    """
+    Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-6``, ``logging_steps=10``."""
 
     learning_rate: float = _field(1e-6, "Peak learning rate (DPO: 1e-7 to 1e-5).")
     logging_steps: float = _field(10, "Log metrics every N optimizer steps.")
@@ -96,7 +94,23 @@ class DPOConfig(TrainingArguments):
             raise ValueError(
                 f"DPOConfig.beta must be > 0 and finite, got {self.beta}. Typical values: 0.01 to 0.5."
             )
-        self._validate_schedule()
+        # Batch sizes, accumulation, learning rate, run length: values that crash, train nothing, diverge.
+        counts = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        for name in counts:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DPOConfig.{name} must be an integer >= 1, got {value}.")
+        if not 0 <= self.learning_rate < math.inf:
+            raise ValueError(
+                f"DPOConfig.learning_rate must be a finite number >= 0, got {self.learning_rate}. "
+                "DPO typically uses 1e-7 to 1e-5."
+            )
+        if self.max_steps <= 0 and not 0 < self.num_train_epochs < math.inf:
+            raise ValueError(
+                f"DPOConfig.num_train_epochs must be > 0 when max_steps is not set (got "
+                f"num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}): the run would train "
+                "zero steps. Set num_train_epochs=1 or max_steps=<N>."
+            )
         if self.batch_layout != "auto" and self.batch_layout not in available_layouts():
             raise ValueError(
                 f"DPOConfig.batch_layout {self.batch_layout!r} is unknown; use 'auto' or one of "
@@ -131,25 +145,6 @@ class DPOConfig(TrainingArguments):
             raise ValueError(
                 f"DPOConfig.max_prompt_length ({max_prompt_length}) must be smaller than max_length "
                 f"({max_length}) so that every pair keeps at least one completion token."
-            )
-
-    def _validate_schedule(self) -> None:
-        """Batch sizes, accumulation, learning rate, run length: values that crash, train nothing, diverge."""
-        counts = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
-        for name in counts:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"DPOConfig.{name} must be an integer >= 1, got {value}.")
-        if not 0 <= self.learning_rate < math.inf:
-            raise ValueError(
-                f"DPOConfig.learning_rate must be a finite number >= 0, got {self.learning_rate}. "
-                "DPO typically uses 1e-7 to 1e-5."
-            )
-        if self.max_steps <= 0 and not 0 < self.num_train_epochs < math.inf:
-            raise ValueError(
-                f"DPOConfig.num_train_epochs must be > 0 when max_steps is not set (got "
-                f"num_train_epochs={self.num_train_epochs}, max_steps={self.max_steps}): the run would train "
-                "zero steps. Set num_train_epochs=1 or max_steps=<N>."
             )
 
     def _validate_objective_fields(self) -> None:

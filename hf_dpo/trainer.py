@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,18 +39,6 @@ from hf_dpo.tokens.tokenization import (
 )
 
 logger = logging.getLogger("hf_dpo")
-
-
-def _warn_if_unmasked(columns: Any, args: DPOConfig, split: str) -> None:
-    """An already-tokenized dataset keeps its own columns: say so when assistant_only_loss finds no masks."""
-    if args.assistant_only_loss and not set(MASK_COLUMNS) <= set(columns):
-        logger.warning(
-            "hf_dpo: the %s dataset is already tokenized and has no %s columns, so assistant_only_loss "
-            "cannot apply and every completion token is scored; pass the raw rows (or tokenize with "
-            "assistant_only_loss=True) to leave tool turns out of the loss",
-            split,
-            "/".join(MASK_COLUMNS),
-        )
 
 
 class DPOTrainer(Trainer):
@@ -100,8 +88,13 @@ class DPOTrainer(Trainer):
         self.reference = make_reference(
             model, ref_model, fresh_adapter, needs_reference(args.loss_type), copy_free
         )
-        if data_collator is None:
-            data_collator = self._default_collator(model, ref_model, processing_class, args, compute_metrics)
+        if data_collator is None:  # the fastest exact layout for both models
+            pad_id, multiple = pad_token_id_for(processing_class), args.pad_to_multiple_of
+            if compute_metrics is not None:  # and the padded one for eval (logits line up with input_ids)
+                self._metrics_collator = DPODataCollator(pad_id, "padded", multiple)
+            aux = router_aux_coef(model, args) != 0.0
+            layout = choose_layout((model, ref_model), args.batch_layout, pad_id, multiple, aux)
+            data_collator = DPODataCollator(pad_id, layout)
         elif not isinstance(data_collator, DPODataCollator):
             data_collator = PairBatchCollator(data_collator)  # e.g. TRL's padded completion_mask form
         super().__init__(
@@ -118,69 +111,44 @@ class DPOTrainer(Trainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **kwargs,
         )
-        self._check_launch()
-        if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
-        self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
-        self.objective = self._build_objective()
-        self._place_reference()
-        if args.sync_ref_model:
-            sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
-            self.add_callback(sync)
-        self._init_step_state(args)
+        self._finish_init(args)
 
-    def _init_step_state(self, args: DPOConfig) -> None:
-        """Metric sums per split, the non-finite step count, the log window."""
-        self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
-        self._nonfinite = finite.NonFiniteSteps(0 if self.is_deepspeed_enabled else args.max_nonfinite_steps)
-        self._log_window = _LogWindow()
-        self.add_callback(self._log_window)
-
-    def _default_collator(
-        self, model: Any, ref_model: Any, tokenizer: Any, args: DPOConfig, compute_metrics: Any
-    ) -> DPODataCollator:
-        """The fastest exact layout for both models; with ``compute_metrics``, also the padded eval one."""
-        pad_id = pad_token_id_for(tokenizer)
-        if compute_metrics is not None:
-            self._metrics_collator = DPODataCollator(pad_id, "padded", args.pad_to_multiple_of)
-        aux = router_aux_coef(model, args) != 0.0
-        layout = choose_layout((model, ref_model), args.batch_layout, pad_id, args.pad_to_multiple_of, aux)
-        return DPODataCollator(pad_id, layout)
-
-    def _check_launch(self) -> None:
-        if (mismatch := distributed_mismatch(self.args)) is not None:
+    def _finish_init(self, args: DPOConfig) -> None:
+        """Launch checks, the objective, the reference (sharded like the policy or moved to the device, then
+        precomputed or synced), and the step state: metric sums, non-finite step count, log window."""
+        if (mismatch := distributed_mismatch(args)) is not None:
             raise ValueError(mismatch)
-        if self.args.n_gpu > 1:
+        if args.n_gpu > 1:
             raise ValueError(
-                f"{self.args.n_gpu} GPUs in one process (torch DataParallel) are not supported by "
+                f"{args.n_gpu} GPUs in one process (torch DataParallel) are not supported by "
                 "DPOTrainer: one batch is one set of pairs. Launch one process per GPU instead: "
                 "`accelerate launch --num_processes N ...` or `torchrun --nproc_per_node N ...`."
             )
-
-    def _build_objective(self) -> Objective:
-        """The run's ``Objective``, with the MoE router auxiliary loss."""
-        args: DPOConfig = self.args
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        self.loss_is_scaled_for_ga = True  # compute_loss normalises by the pairs of the whole optimizer step
         if isinstance(self.reference, NoReference) and (args.sync_ref_model or args.precompute_ref_log_probs):
             raise ValueError(
                 f"loss_type {args.loss_type!r} is reference-free, so there is no reference to sync or "
                 "precompute; set sync_ref_model=False and precompute_ref_log_probs=False."
             )
-        return Objective.from_args(args, router_aux_loss_coef=router_aux_coef(self.model, args))
-
-    def _place_reference(self) -> None:
-        """Shard the frozen reference like the policy (FSDP / DeepSpeed) or move it to the device, then
-        precompute its log-probs with ``precompute_ref_log_probs``."""
-        if isinstance(self.reference, NoReference):
-            return
+        self.objective = Objective.from_args(args, router_aux_loss_coef=router_aux_coef(self.model, args))
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         if sharded and getattr(self.reference, "model", None) is not None:
             from hf_dpo.reference.sharding import prepare_frozen_model
 
             self.reference.model = prepare_frozen_model(self.reference.model, self.accelerator)
-        else:
+        else:  # (NoReference.to does nothing)
             self.reference = self.reference.to(self.accelerator.device)
-        if self.args.precompute_ref_log_probs:
+        if args.precompute_ref_log_probs:
             self.reference = precompute_reference(self)
+        if args.sync_ref_model:
+            sync = RefSyncCallback(self.reference, args.ref_model_mixup_alpha, args.ref_model_sync_steps)
+            self.add_callback(sync)
+        self._metric_sums = {"train": MetricSums(), "eval": MetricSums()}
+        self._nonfinite = finite.NonFiniteSteps(0 if self.is_deepspeed_enabled else args.max_nonfinite_steps)
+        self._log_window = _LogWindow()
+        self.add_callback(self._log_window)
 
     @property
     def router_aux_loss_coef(self) -> float:
@@ -206,19 +174,26 @@ class DPOTrainer(Trainer):
             return {k: DPOTrainer._tokenize(v, tokenizer, args, f"{split}[{k}]") for k, v in dataset.items()}
         if dataset is None or isinstance(dataset, str):
             return dataset
+        iterable = isinstance(dataset, IterableDataset)
+        first = next(iter(dataset), None) if iterable else None
+        if iterable and first is None:
+            return dataset
+        columns = set(first if iterable else dataset.column_names)
+        if set(TOKEN_COLUMNS) <= columns:  # already tokenized: its own columns are kept
+            if args.assistant_only_loss and not set(MASK_COLUMNS) <= columns:
+                logger.warning(
+                    "hf_dpo: the %s dataset is already tokenized and has no %s columns, so "
+                    "assistant_only_loss cannot apply and every completion token is scored; pass the raw "
+                    "rows (or tokenize with assistant_only_loss=True) to leave tool turns out of the loss",
+                    split,
+                    "/".join(MASK_COLUMNS),
+                )
+            return dataset
         lengths = (args.max_length, args.max_prompt_length)
         options = {"truncation_mode": args.truncation_mode, "assistant_only_loss": args.assistant_only_loss}
-        if isinstance(dataset, IterableDataset):
-            first = next(iter(dataset), None)
-            if first is None or set(TOKEN_COLUMNS) <= set(first):
-                if first is not None:
-                    _warn_if_unmasked(first, args, split)
-                return dataset
+        if iterable:
             renderer = select_renderer(first, tokenizer, args.renderer_name)
             return tokenize_iterable(dataset, tokenizer, renderer, *lengths, split_name=split, **options)
-        if set(TOKEN_COLUMNS) <= set(dataset.column_names):
-            _warn_if_unmasked(dataset.column_names, args, split)
-            return dataset
         if len(dataset) == 0:
             raise ValueError(f"the {split} dataset is empty")
         renderer = select_renderer(dataset[0], tokenizer, args.renderer_name)
@@ -243,20 +218,17 @@ class DPOTrainer(Trainer):
         return super().get_train_dataloader()
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        with self._eval_collator():
-            return super().get_eval_dataloader(eval_dataset)
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
-        with self._eval_collator():
-            return super().get_test_dataloader(test_dataset)
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
-    @contextlib.contextmanager
-    def _eval_collator(self) -> Iterator[None]:
+    def _with_eval_collator(self, get_dataloader: Callable[[Any], Any], dataset: Any) -> Any:
         """With ``compute_metrics``, eval batches are padded (so logits line up with ``input_ids``)."""
-        default, collator = self.data_collator, getattr(self, "_metrics_collator", None)
-        self.data_collator = default if collator is None else collator
+        default = self.data_collator
+        self.data_collator = getattr(self, "_metrics_collator", None) or default
         try:
-            yield
+            return get_dataloader(dataset)
         finally:
             self.data_collator = default
 
@@ -335,24 +307,24 @@ class DPOTrainer(Trainer):
         self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
     ) -> dict:
         """``Trainer.evaluate`` plus the DPO metrics under ``metric_key_prefix`` and ``test/nll``."""
-        eval_dataset = self._tokenize(eval_dataset, self.processing_class, self.args, "eval")
-        eval_dataset = self._with_reference(eval_dataset)
+        eval_dataset = self._with_reference(eval_dataset, "eval")
         if not isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
             self._metric_sums["eval"] = MetricSums()  # drop anything a predict() call left behind
             self._eval_prefix = metric_key_prefix
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
-    def _with_reference(self, dataset: Any, split: str = "eval") -> Any:
-        """With precomputed reference log-probs: ``dataset`` with its columns (cached by fingerprint)."""
+    def _with_reference(self, dataset: Any, split: str) -> Any:
+        """``dataset`` tokenized, with the precomputed reference columns if the run uses them (cached)."""
+        dataset = self._tokenize(dataset, self.processing_class, self.args, split)
         if not isinstance(self.reference, PrecomputedReference):
             return dataset
         return with_reference_columns(self, self.reference, dataset, split)
 
     def predict(self, test_dataset: Any, ignore_keys: Any = None, metric_key_prefix: str = "test") -> Any:
         """``Trainer.predict`` on raw or tokenized pairs (raw rows are tokenized like the training data)."""
-        test_dataset = self._tokenize(test_dataset, self.processing_class, self.args, metric_key_prefix)
-        test_dataset = self._with_reference(test_dataset, metric_key_prefix)
-        return super().predict(test_dataset, ignore_keys, metric_key_prefix)
+        return super().predict(
+            self._with_reference(test_dataset, metric_key_prefix), ignore_keys, metric_key_prefix
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the DPO metrics (reduced across processes, one collective) to Trainer's train/eval logs."""

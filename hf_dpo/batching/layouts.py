@@ -36,7 +36,7 @@ from hf_dpo.batching.attention import (
     layout_support,
 )
 from hf_dpo.registry import Registry
-from hf_dpo.tokens.tokenization import MASK_COLUMNS, TOKEN_COLUMNS
+from hf_dpo.tokens.tokenization import MASK_COLUMNS
 
 logger = logging.getLogger("hf_dpo")
 
@@ -67,12 +67,24 @@ LAYOUT_PREFERENCE = ("prefix_shared", "packed", "padded")  # fastest first (docs
 _LAYOUTS: Registry[type[BatchLayout]] = Registry("batch_layout")
 
 
+def _require_prompts(pairs: Sequence[Pair], layout: str) -> None:
+    """Raise on a pair with no prompt token: the first completion token is scored from the last one."""
+    for i, pair in enumerate(pairs):
+        if len(pair["prompt_ids"]) == 0:
+            raise ValueError(
+                f"pair {i} of the batch has empty prompt_ids; the {layout} layout scores the first "
+                "completion token from the last prompt token. Start every prompt with at least one token "
+                "(e.g. BOS)."
+            )
+
+
 class BatchLayout(abc.ABC):
     """Strategy that lays out B pairs as model inputs; subclasses register themselves by ``name``.
     ``mask_form``: ``MaskForm.NONE``, or None for a ``custom_mask`` layout until ``choose_layout`` decides."""
 
     name: ClassVar[str]
     custom_mask: ClassVar[bool] = False
+    positions: ClassVar[bool] = False  # rows of several sequences with position_ids, else padded rows
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -93,12 +105,74 @@ class BatchLayout(abc.ABC):
         return batch
 
     @abc.abstractmethod
+    def _rows(self, lengths: Sequence[int]) -> list[list[int]]:
+        """The indices of the items in each row, in order."""
+
+    def _items(self, pairs: Sequence[Pair]) -> list[tuple[Sequence[int], Sequence[int], Sequence[int]]]:
+        """The items laid out in rows, each (prompt, completion, rejected branch): here the 2B sequences
+        (item s is sequence s) with no branch."""
+        return [(prompt, completion, ()) for prompt, completion in _sequences(pairs)]
+
     def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
         """The layout's batch, every completion token a target."""
-
-    def _round_up(self, n: int) -> int:
-        m = self.pad_to_multiple_of
-        return n if not m else -(-n // m) * m
+        _require_prompts(pairs, self.name)
+        items = self._items(pairs)
+        lengths = [len(prompt) + len(completion) + len(rejected) for prompt, completion, rejected in items]
+        rows = self._rows(lengths)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        num_pairs, positions, custom_mask = len(pairs), self.positions, self.custom_mask
+        ids, pos, segment, branch, index, targets, seq = [], [], [], [], [], [], []
+        for r, row in enumerate(rows):
+            offset = r * width
+            for j, i in enumerate(row):
+                prompt, completion, rejected = items[i]
+                n_p, n_c, n_r = len(prompt), len(completion), len(rejected)
+                ids.extend(prompt)
+                ids.extend(completion)
+                if positions:
+                    pos.extend(range(n_p + n_c))
+                last_prompt = offset + n_p - 1  # predicts the first token of each completion
+                index.extend(range(last_prompt, last_prompt + n_c))
+                targets.extend(completion)
+                seq.extend([i] * n_c)
+                if n_r:  # prefix_shared: the rejected branch, positioned and predicted as if after the prompt
+                    ids.extend(rejected)
+                    pos.extend(range(n_p, n_p + n_r))
+                    rejected_start = offset + n_p + n_c
+                    index.append(last_prompt)
+                    index.extend(range(rejected_start, rejected_start + n_r - 1))
+                    targets.extend(rejected)
+                    seq.extend([num_pairs + i] * n_r)
+                if custom_mask:
+                    segment.extend([j] * lengths[i])
+                    branch.extend([PROMPT] * n_p + [CHOSEN] * n_c + [REJECTED] * n_r)
+                offset += lengths[i]
+            if positions:  # the row's padding is its own sequence (positions restart at 0)
+                tail = (r + 1) * width - offset
+                ids.extend([self.pad_token_id] * tail)
+                pos.extend(range(tail))
+                if custom_mask:
+                    segment.extend([-1] * tail)
+                    branch.extend([PROMPT] * tail)
+        shape = (len(rows), width)
+        if positions:
+            grid = {"input_ids": ids, "position_ids": pos}
+            if custom_mask:
+                grid |= {PREFIX_SEGMENT_KEY: segment, PREFIX_BRANCH_KEY: branch}
+            batch = {key: torch.tensor(v, dtype=torch.long).view(shape) for key, v in grid.items()}
+        else:  # one sequence per row: its tokens go left-aligned into the padded grid
+            real = torch.arange(width) < torch.tensor(lengths).unsqueeze(1)
+            input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+            batch = {"input_ids": input_ids.masked_scatter_(real, torch.tensor(ids, dtype=torch.long))}
+            batch["attention_mask"] = real.long()
+        for key, values in (("target_index", index), ("target_ids", targets), ("target_seq", seq)):
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        batch |= {"num_pairs": len(pairs), "num_tokens": sum(lengths)}
+        if custom_mask and self.mask_form is not None:
+            batch[MASK_FORM_KEY] = self.mask_form
+        return batch
 
 
 def _sequences(pairs: Sequence[Pair]) -> list[tuple[Sequence[int], Sequence[int]]]:
@@ -106,41 +180,13 @@ def _sequences(pairs: Sequence[Pair]) -> list[tuple[Sequence[int], Sequence[int]
     return [(p["prompt_ids"], p[key]) for key in ("chosen_ids", "rejected_ids") for p in pairs]
 
 
-def _targets(index: list[int], targets: list[int], seq: list[int]) -> dict[str, torch.Tensor]:
-    return {
-        "target_index": torch.tensor(index, dtype=torch.long),
-        "target_ids": torch.tensor(targets, dtype=torch.long),
-        "target_seq": torch.tensor(seq, dtype=torch.long),
-    }
-
-
 class PaddedLayout(BatchLayout):
     """2B rows ``[prompt_i + chosen_i]_i ; [prompt_i + rejected_i]_i``, right-padded to the longest row."""
 
     name = "padded"
 
-    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
-        _check_prompts(pairs, self.name)
-        rows = _sequences(pairs)
-        width = self._round_up(max(len(pr) + len(c) for pr, c in rows))
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        index, targets, seq = [], [], []
-        for r, (prompt, completion) in enumerate(rows):
-            full = list(prompt) + list(completion)
-            input_ids[r, : len(full)] = torch.tensor(full, dtype=torch.long)
-            attention_mask[r, : len(full)] = 1
-            start = r * width + len(prompt) - 1  # position predicting the first completion token
-            index.extend(range(start, start + len(completion)))
-            targets.extend(completion)
-            seq.extend([r] * len(completion))
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            **_targets(index, targets, seq),
-            "num_pairs": len(pairs),
-            "num_tokens": int(attention_mask.sum()),
-        }
+    def _rows(self, lengths: Sequence[int]) -> list[list[int]]:
+        return [[i] for i in range(len(lengths))]
 
 
 def _drop_unscored_targets(batch: PairBatch, pairs: Sequence[Pair]) -> None:
@@ -159,38 +205,11 @@ def _drop_unscored_targets(batch: PairBatch, pairs: Sequence[Pair]) -> None:
         batch[key] = batch[key][kept]
 
 
-def _assign_rows(lengths: Sequence[int], row_tokens: str | int) -> list[list[int]]:
-    """Group item indices into rows: one row (``"all"``), or first-fit-decreasing bins of at most
-    ``row_tokens`` tokens (``"longest"``: the longest item). Items keep their original order within a row."""
-    if row_tokens == "all":
-        return [list(range(len(lengths)))]
-    capacity = max(lengths) if row_tokens == "longest" else max(int(row_tokens), max(lengths))
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        slot = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
-        if slot is None:
-            rows.append([i])
-            free.append(capacity - lengths[i])
-        else:
-            rows[slot].append(i)
-            free[slot] -= lengths[i]
-    return [sorted(row) for row in rows]
-
-
-def _check_prompts(pairs: Sequence[Pair], layout: str) -> None:
-    for i, pair in enumerate(pairs):
-        if len(pair["prompt_ids"]) == 0:
-            raise ValueError(
-                f"pair {i} of the batch has empty prompt_ids; the {layout} layout scores the first "
-                "completion token from the last prompt token. Start every prompt with at least one token "
-                "(e.g. BOS)."
-            )
-
-
 class _RowPackingLayout(BatchLayout):
     """Shared row packing of the padding-free layouts; ``row_tokens``: ``"all"`` (one row), ``"longest"``
-    (rows no longer than the longest item) or an int token budget (see ``_assign_rows``)."""
+    (rows no longer than the longest item) or an int token budget (first-fit-decreasing bins)."""
+
+    positions = True
 
     def __init__(
         self, pad_token_id: int, pad_to_multiple_of: int | None = None, row_tokens: str | int = "all"
@@ -200,9 +219,22 @@ class _RowPackingLayout(BatchLayout):
             raise ValueError(f"row_tokens must be 'all', 'longest' or a positive int, got {row_tokens!r}")
         self.row_tokens = row_tokens
 
-    def _grid(self, lengths: Sequence[int]) -> tuple[list[list[int]], int]:
-        rows = _assign_rows(lengths, self.row_tokens)
-        return rows, self._round_up(max(sum(lengths[i] for i in row) for row in rows))
+    def _rows(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Items keep their original order within a row."""
+        if self.row_tokens == "all":
+            return [list(range(len(lengths)))]
+        capacity = max(lengths) if self.row_tokens == "longest" else max(int(self.row_tokens), max(lengths))
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            slot = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
+            if slot is None:
+                rows.append([i])
+                free.append(capacity - lengths[i])
+            else:
+                rows[slot].append(i)
+                free[slot] -= lengths[i]
+        return [sorted(row) for row in rows]
 
 
 class PackedLayout(_RowPackingLayout):
@@ -211,98 +243,17 @@ class PackedLayout(_RowPackingLayout):
 
     name = "packed"
 
-    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
-        _check_prompts(pairs, self.name)
-        seqs = _sequences(pairs)
-        lengths = [len(pr) + len(c) for pr, c in seqs]
-        rows, width = self._grid(lengths)
-        ids: list[int] = []
-        pos: list[int] = []
-        index, targets, seq = [], [], []
-        for r, row in enumerate(rows):
-            offset = r * width
-            for s in row:
-                prompt, completion = seqs[s]
-                ids.extend(prompt)
-                ids.extend(completion)
-                pos.extend(range(lengths[s]))
-                start = offset + len(prompt) - 1
-                index.extend(range(start, start + len(completion)))
-                targets.extend(completion)
-                seq.extend([s] * len(completion))
-                offset += lengths[s]
-            tail = (r + 1) * width - offset  # padding is its own sequence (positions restart at 0)
-            ids.extend([self.pad_token_id] * tail)
-            pos.extend(range(tail))
-        return {
-            "input_ids": torch.tensor(ids, dtype=torch.long).view(len(rows), width),
-            "position_ids": torch.tensor(pos, dtype=torch.long).view(len(rows), width),
-            **_targets(index, targets, seq),
-            "num_pairs": len(pairs),
-            "num_tokens": sum(lengths),
-        }
-
 
 class PrefixSharedLayout(_RowPackingLayout):
-    """Each pair as one sequence ``prompt + chosen + rejected`` (prompt encoded once), pairs packed in rows.
-
-    Rejected tokens take positions ``len(prompt) + k`` and attend only to the prompt and earlier rejected
-    tokens. Adds ``prefix_segment_ids``/``prefix_branch_ids`` (R, T), from which ``model_inputs`` builds the
-    4D mask in the decided ``mask_form`` (also put in the batch when decided).
-    """
+    """Each pair as one sequence ``prompt + chosen + rejected``, pairs packed in rows. Rejected tokens take
+    positions ``len(prompt) + k`` and attend to the prompt and earlier rejected tokens; the (R, T)
+    ``prefix_segment_ids``/``prefix_branch_ids`` give ``model_inputs`` the 4D mask (in ``mask_form``)."""
 
     name = "prefix_shared"
     custom_mask = True
 
-    def _collate(self, pairs: Sequence[Pair]) -> PairBatch:
-        _check_prompts(pairs, self.name)
-        num_pairs = len(pairs)
-        lengths = [len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs]
-        rows, width = self._grid(lengths)
-        ids: list[int] = []
-        pos: list[int] = []
-        segment: list[int] = []
-        branch: list[int] = []
-        index, targets, seq = [], [], []
-        for r, row in enumerate(rows):
-            offset = r * width
-            for j, i in enumerate(row):
-                prompt, chosen, rejected = (pairs[i][column] for column in TOKEN_COLUMNS)
-                n_p, n_c, n_r = len(prompt), len(chosen), len(rejected)
-                ids.extend(prompt)
-                ids.extend(chosen)
-                ids.extend(rejected)
-                pos.extend(range(n_p + n_c))
-                pos.extend(range(n_p, n_p + n_r))
-                segment.extend([j] * lengths[i])
-                branch.extend([PROMPT] * n_p + [CHOSEN] * n_c + [REJECTED] * n_r)
-                last_prompt, rejected_start = offset + n_p - 1, offset + n_p + n_c
-                index.extend(range(last_prompt, last_prompt + n_c))
-                if n_r:
-                    index.append(last_prompt)
-                    index.extend(range(rejected_start, rejected_start + n_r - 1))
-                targets.extend(chosen)
-                targets.extend(rejected)
-                seq.extend([i] * n_c + [num_pairs + i] * n_r)
-                offset += lengths[i]
-            tail = (r + 1) * width - offset
-            ids.extend([self.pad_token_id] * tail)
-            pos.extend(range(tail))
-            segment.extend([-1] * tail)
-            branch.extend([PROMPT] * tail)
-        shape = (len(rows), width)
-        batch = {
-            "input_ids": torch.tensor(ids, dtype=torch.long).view(shape),
-            "position_ids": torch.tensor(pos, dtype=torch.long).view(shape),
-            PREFIX_SEGMENT_KEY: torch.tensor(segment, dtype=torch.long).view(shape),
-            PREFIX_BRANCH_KEY: torch.tensor(branch, dtype=torch.long).view(shape),
-            **_targets(index, targets, seq),
-            "num_pairs": num_pairs,
-            "num_tokens": sum(lengths),
-        }
-        if self.mask_form is not None:
-            batch[MASK_FORM_KEY] = self.mask_form
-        return batch
+    def _items(self, pairs: Sequence[Pair]) -> list[tuple[Sequence[int], Sequence[int], Sequence[int]]]:
+        return [(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs]
 
 
 def get_layout(name: str, pad_token_id: int, pad_to_multiple_of: int | None = None, **options) -> BatchLayout:

@@ -43,11 +43,7 @@ class PreferenceData:
 @dataclasses.dataclass(kw_only=True)
 class DatasetBuilder(abc.ABC):
     """Base class; subclass it as a dataclass (fields = options) and register it with ``register_builder``.
-
-    Shared options: ``path`` / ``config_name`` / ``data_dir`` (``load_dataset`` source) or ``data_files``;
-    ``train_split`` / ``test_split``; ``test_size`` / ``seed`` carve a test split from train when the source
-    has none (a fraction or a pair count; 0: empty); ``num_proc`` for the conversion ``map``.
-    """
+    The shared options below are described in docs/datasets.md."""
 
     name: ClassVar[str] = "builder"
 
@@ -185,8 +181,7 @@ class DatasetBuilder(abc.ABC):
             self.test_size,
             self.seed,
         )
-        parts = train.train_test_split(test_size=self.test_size, seed=self.seed)
-        return {"train": parts["train"], "test": parts["test"]}
+        return dict(train.train_test_split(test_size=self.test_size, seed=self.seed))
 
 
 def _code_version(cls: type[DatasetBuilder]) -> str:

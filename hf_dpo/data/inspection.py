@@ -147,21 +147,18 @@ def print_example(console: Console, tokenizer: PreTrainedTokenizerBase, ids: dic
     if isinstance(ids, str):
         print(f"--- {title}: skipped ({ids})")
         return
-
-    def decode(key: str) -> str:
-        return tokenizer.decode(ids[key], clean_up_tokenization_spaces=False)
-
+    text = {key: tokenizer.decode(value, clean_up_tokenization_spaces=False) for key, value in ids.items()}
     lengths = ", ".join(f"{key.split('_')[0]} {len(ids[key])}" for key in ids)
     colour = console.is_terminal
     legend = "coloured" if colour else f"inside {OPEN} {CLOSE}"
     print(f"--- {title} (tokens: {lengths}); trained tokens are {legend}, the prompt is masked")
     for key, style in (("chosen_ids", "bold green"), ("rejected_ids", "bold red")):
         print(f"[{key.split('_')[0]}]")
-        prompt = decode("prompt_ids") if key == "chosen_ids" else "…"
+        prompt = text["prompt_ids"] if key == "chosen_ids" else "…"
         if colour:
-            console.print(Text.assemble((prompt, "dim"), (decode(key), style)), soft_wrap=True)
+            console.print(Text.assemble((prompt, "dim"), (text[key], style)), soft_wrap=True)
         else:
-            print(f"{prompt}{OPEN}{decode(key)}{CLOSE}")
+            print(f"{prompt}{OPEN}{text[key]}{CLOSE}")
 
 
 def _counts(counter: Counter[str] | dict[str, int]) -> str:

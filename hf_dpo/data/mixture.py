@@ -1,9 +1,8 @@
 """``mixture``: a weighted mixture of datasets, each converted to pairs by its own builder.
 
-A source is a builder name, the Hub id a builder reads by default, or any other Hub id, local file or
-folder (read by ``custom``). Entries use the alignment-handbook's keys (``id``, ``config``, ``split``,
-``test_split``, ``columns``, ``weight``, ``data_dir``, ``data_files``, ``options``) or TRL's (``path``,
-``name``, ``fraction``); see docs/datasets.md. Pair counts per source are logged.
+A source is read as in :func:`source_builder`; entries use the alignment-handbook's keys (the fields of
+:class:`Source`) or TRL's (``path``, ``name``, ``fraction``); see docs/datasets.md. Pair counts per source
+are logged.
 """
 
 from __future__ import annotations
@@ -168,12 +167,9 @@ class MixtureBuilder(DatasetBuilder):
         skips = sum(source_skips, Counter())
         weighted = self._weigh(sources, trains)
         for source, train, kept, test in zip(sources, trains, weighted, tests, strict=True):
+            note = f"; {len(test)} test pairs" if test is not None else ""
             logger.info(
-                "hf_dpo: mixture source %r: %d train pairs, %d kept%s",
-                source.id,
-                len(train),
-                len(kept),
-                f"; {len(test)} test pairs" if test is not None else "",
+                "hf_dpo: mixture source %r: %d train pairs, %d kept%s", source.id, len(train), len(kept), note
             )
         train = datasets.concatenate_datasets(weighted).shuffle(seed=self.seed)
         tests = [t for t in tests if t is not None]
@@ -228,11 +224,8 @@ class MixtureBuilder(DatasetBuilder):
                 t.select(range(min(len(t), round(share * size))))
                 for t, share in zip(trains, shares, strict=True)
             ]
-        keeps = [
-            int((1.0 if s.weight is None else s.weight) * len(t))
-            for s, t in zip(sources, trains, strict=True)
-        ]
-        return [
-            t if keep == len(t) else t.shuffle(seed=self.seed).select(range(keep))
-            for t, keep in zip(trains, keeps, strict=True)
-        ]
+        kept = []
+        for s, t in zip(sources, trains, strict=True):
+            keep = int((1.0 if s.weight is None else s.weight) * len(t))
+            kept.append(t if keep == len(t) else t.shuffle(seed=self.seed).select(range(keep)))
+        return kept

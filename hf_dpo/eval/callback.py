@@ -13,19 +13,18 @@ from transformers import TrainerCallback
 
 from hf_dpo.eval.config import EvalConfig
 from hf_dpo.eval.loading import ModelPair
+from hf_dpo.eval.report import write_outputs
+from hf_dpo.eval.runner import evaluate_pair
 from hf_dpo.modeling.loading import load_causal_lm
 
 logger = logging.getLogger("hf_dpo")
 
 
 class EndOfTrainingEval(TrainerCallback):
-    """At ``on_train_end`` (main process only), evaluate the trained policy against its reference; the
-    results dict is kept in ``self.results``.
-
-    ``reference``: a model, a name/path to load, or None (the policy with adapters disabled for PEFT models,
-    else ``model_name`` is loaded). ``run_config``: the training config, used for every option left unset.
-    ``**options``: other ``EvalConfig`` fields (results go to ``log_path``, default ``<output_dir>/eval``).
-    """
+    """At ``on_train_end`` (main process only), evaluate the trained policy against ``reference`` (a model, a
+    name/path to load, or None: the adapter-disabled policy for PEFT, else ``model_name``), unset options from
+    ``run_config``, ``**options`` other ``EvalConfig`` fields; results in ``self.results`` and ``log_path``
+    (default ``<output_dir>/eval``)."""
 
     def __init__(
         self,
@@ -52,9 +51,6 @@ class EndOfTrainingEval(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero or model is None:
             return
-        from hf_dpo.eval.report import write_outputs
-        from hf_dpo.eval.runner import evaluate_pair
-
         policy = extract_model_from_parallel(model)
         reference = self.reference
         if isinstance(reference, str) or (reference is None and not hasattr(policy, "disable_adapter")):

@@ -1,4 +1,4 @@
-"""The evaluation data: the test split of a preference dataset, its renderer, and its prompts."""
+"""The evaluation data: the test split of a preference dataset and its rows' reference answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from hf_dpo.tokens.tokenization import encode_prompt, split_row
+from hf_dpo.tokens.tokenization import split_row
 
 
 def dataset_options(run_config: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -30,16 +30,6 @@ def load_test_split(name: str, options: Mapping[str, Any], limit: int | None = N
             "dataset_options.test_size=<fraction or count> (or pass a test file in data_files)"
         )
     return test.select(range(min(limit, len(test)))) if limit else test
-
-
-def prompt_ids(
-    row: Mapping[str, Any], index: int, tokenizer: Any, renderer: Any | None
-) -> tuple[list[int], Any]:
-    """Token ids of a row's prompt as in training (with the generation prompt), and the prompt itself."""
-    prompt, _, _ = split_row(row, index)
-    if renderer is not None and isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    return encode_prompt(prompt, tokenizer, renderer), prompt
 
 
 def reference_answer(row: Mapping[str, Any], index: int) -> float | None:

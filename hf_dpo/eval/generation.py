@@ -3,8 +3,7 @@ exact match for datasets with numeric answers."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,28 +36,6 @@ class Generation:
     finished: bool
 
 
-def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
-    return sorted(i for i in ids if i is not None)
-
-
-@contextlib.contextmanager
-def _left_padding(tokenizer: Any) -> Iterator[None]:
-    """Within: ``tokenizer`` pads on the left, with ``pad_token_id_for(tokenizer)`` if it has no pad token."""
-    side, own_pad_id = tokenizer.padding_side, tokenizer.pad_token_id
-    tokenizer.padding_side = "left"
-    if own_pad_id is None:
-        tokenizer.pad_token_id = pad_token_id_for(tokenizer)
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
-        if own_pad_id is None:
-            tokenizer.pad_token_id = None
-
-
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -70,8 +47,10 @@ def generate(
     desc: str = "Generating",
 ) -> list[Generation]:
     """Batched, left-padded generation from token-id prompts; ``torch.manual_seed(decoding.seed)`` first."""
-    pad_id, eos = pad_token_id_for(tokenizer), _eos_ids(model, tokenizer)
-    device = next(model.parameters()).device
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    config_eos = config_eos if isinstance(config_eos, (list, tuple)) else [config_eos]
+    eos = sorted(i for i in {tokenizer.eos_token_id, *config_eos} if i is not None)
+    pad_id, device = pad_token_id_for(tokenizer), next(model.parameters()).device
     settings = (
         {"do_sample": True, "temperature": decoding.temperature, "top_p": decoding.top_p}
         if decoding.do_sample
@@ -82,10 +61,9 @@ def generate(
     results: list[Generation] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not show_progress):
         chunk = [list(p) for p in prompts[start : start + batch_size]]
-        with _left_padding(tokenizer):
-            inputs = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
-        width = inputs["input_ids"].shape[1]
-        ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+        width = max(map(len, chunk))  # left-padded with pad_id, masked out
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], dtype=torch.long, device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
         out = model.generate(input_ids=ids, attention_mask=mask, **settings)
         for row in out[:, width:].tolist():
             end = next((j for j, t in enumerate(row) if t in eos), None)
@@ -175,8 +153,17 @@ def evaluate_generation(
     def estimate(values: np.ndarray) -> dict[str, float]:
         return bootstrap({"x": values}, mean_of("x"), bootstrap_samples, confidence, decoding.seed).as_dict()
 
-    if judge is not None:
-        _add_win_rate(metrics, records, outputs, prompt_texts, judge, judge_batch_size, estimate)
+    if judge is not None:  # judge every completion: win rate, mean judge scores, each record's scores and win
+        judge_model, judge_tokenizer = judge
+        scores = {}
+        for which, gens in outputs.items():
+            texts = [judge_text(p, g.text, judge_tokenizer) for p, g in zip(prompt_texts, gens, strict=True)]
+            scores[which] = judge_scores(judge_model, judge_tokenizer, texts, judge_batch_size)
+        wins = win_values(scores["policy"], scores["reference"])
+        metrics["win_rate"] = estimate(wins)
+        metrics.update({f"judge_score/{which}": float(np.mean(values)) for which, values in scores.items()})
+        for record, sp, sr, w in zip(records, scores["policy"], scores["reference"], wins, strict=True):
+            record.update(policy_score=sp, reference_score=sr, win=float(w))
     if answers is not None:
         for which, gens in outputs.items():
             hits = exact_match([g.text for g in gens], answers)
@@ -186,25 +173,3 @@ def evaluate_generation(
         for record, answer in zip(records, answers, strict=True):
             record["answer"] = answer
     return metrics, records
-
-
-def _add_win_rate(
-    metrics: dict[str, Any],
-    records: list[dict[str, Any]],
-    outputs: dict[str, list[Generation]],
-    prompt_texts: Sequence[Any],
-    judge: tuple[torch.nn.Module, Any],
-    judge_batch_size: int,
-    estimate: Callable[[np.ndarray], dict[str, float]],
-) -> None:
-    """Judge every completion; add ``win_rate`` and mean judge scores, and each record's scores and win."""
-    model, tokenizer = judge
-    scores = {}
-    for which, gens in outputs.items():
-        texts = [judge_text(p, g.text, tokenizer) for p, g in zip(prompt_texts, gens, strict=True)]
-        scores[which] = judge_scores(model, tokenizer, texts, judge_batch_size)
-    wins = win_values(scores["policy"], scores["reference"])
-    metrics["win_rate"] = estimate(wins)
-    metrics.update({f"judge_score/{which}": float(np.mean(values)) for which, values in scores.items()})
-    for record, sp, sr, w in zip(records, scores["policy"], scores["reference"], wins, strict=True):
-        record.update(policy_score=sp, reference_score=sr, win=float(w))

@@ -44,9 +44,8 @@ def resolve_run(model_path: str) -> RunInfo:
                 "(log_path of hf_dpo.train), a checkpoint, a model directory or a Hub id."
             )
         return RunInfo(model_path, None)  # a Hub id
-    run_dir = (
-        next((d for d in (path, path.parent) if (d / RUN_CONFIG).is_file()), None) if path.is_dir() else None
-    )
+    candidates = (path, path.parent) if path.is_dir() else ()
+    run_dir = next((d for d in candidates if (d / RUN_CONFIG).is_file()), None)
     config = _read_run_config(run_dir / RUN_CONFIG) if run_dir is not None else {}
     model_dir = path / FINAL_DIR if path.is_dir() and (path / FINAL_DIR).is_dir() else path
     if model_dir.is_dir() and not any((model_dir / f).exists() for f in ("config.json", ADAPTER_CONFIG)):
@@ -86,14 +85,11 @@ def _load(what: str, path: str, load: Any) -> Any:
 
 def base_model_name(info: RunInfo, model_name: str | None) -> str:
     """The reference model: ``model_name`` if given, else the run's ``model_name``, else the adapter base."""
-    if model_name:
-        return model_name
-    if info.config.get("model_name"):
-        return str(info.config["model_name"])
-    if info.is_adapter:
+    base = model_name or info.config.get("model_name")
+    if not base and info.is_adapter:
         base = json.loads((Path(info.model_dir) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-        if base:
-            return str(base)
+    if base:
+        return str(base)
     raise ValueError(
         f"no reference model for {info.model_dir}: no config.yaml with model_name beside it; pass "
         "model_name=<the base model the policy was trained from (hub id, directory or .gguf file)>"
@@ -130,8 +126,7 @@ def load_models(
     """Load policy, reference and tokenizer, in eval mode with dropout off, on ``device``."""
     info = resolve_run(model_path)
     base = base_model_name(info, model_name)
-    kwargs = {"dtype": dtype}  # load_causal_lm resolves names such as "bfloat16"
-    reference = _load("reference model", base, lambda: load_causal_lm(base, **kwargs))
+    reference = _load("reference model", base, lambda: load_causal_lm(base, dtype=dtype))
     if info.is_adapter:
         from peft import PeftModel
 
@@ -139,7 +134,7 @@ def load_models(
         policy = _load("adapter", adapter_dir, lambda: PeftModel.from_pretrained(reference, adapter_dir))
         reference = None
     else:
-        policy = _load("policy", info.model_dir, lambda: load_causal_lm(info.model_dir, **kwargs))
+        policy = _load("policy", info.model_dir, lambda: load_causal_lm(info.model_dir, dtype=dtype))
     own = info.model_dir if any(Path(info.model_dir, f).is_file() for f in TOKENIZER_FILES) else None
     tok_source = tokenizer_name or own or info.config.get("tokenizer_name") or base
     tokenizer = load_tokenizer(str(tok_source))

@@ -37,14 +37,12 @@ def markdown_report(results: Mapping[str, Any], plots: Sequence[str] = ()) -> st
     """A short markdown summary: one table per task (value and bootstrap CI), then the plots."""
     lines = [f"# Evaluation of `{results['model_path']}`", "", f"Reference: `{results['reference']}`", ""]
     conf = results.get("confidence", 0.95)
-    pref = results.get("preference")
-    if pref:
+    if pref := results.get("preference"):
         title = f"Preference (held-out, {pref['num_pairs']} pairs; {conf:.0%} bootstrap CI)"
         lines += _table(title, "metric", "value [CI]")
         lines += [f"| {k} | {_fmt(v)} |" for k, v in pref.items() if isinstance(v, Mapping) and "value" in v]
         lines.append("")
-    gen = results.get("generation")
-    if gen:
+    if gen := results.get("generation"):
         lines += _table(f"Generation ({gen['num_prompts']} prompts)", *_VERSUS)
         for stat in ("mean", "median", "truncated_fraction"):
             lines.append(_row(f"length {stat}", gen["length/policy"][stat], gen["length/reference"][stat]))
@@ -54,8 +52,7 @@ def markdown_report(results: Mapping[str, Any], plots: Sequence[str] = ()) -> st
             lines.append(_row("judge score (mean)", gen["judge_score/policy"], gen["judge_score/reference"]))
             lines += ["", f"Win rate of the policy over the reference (ties ½): {_fmt(gen['win_rate'])}"]
         lines.append("")
-    ife = results.get("ifeval")
-    if ife:
+    if ife := results.get("ifeval"):
         lines += _table(f"IFEval ({ife['policy']['num_prompts']} prompts, lm-evaluation-harness)", *_VERSUS)
         metrics = [k for k in ife["policy"] if k != "num_prompts"]
         lines += [f"| {k} | {ife['policy'][k]:.4f} | {ife['reference'][k]:.4f} |" for k in metrics]
@@ -76,7 +73,7 @@ def write_plots(
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    written = []
+    figures = {}
     if pref_values is not None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         axes[0].hist(pref_values["chosen_reward"], bins=30, alpha=0.6, label="chosen")
@@ -86,10 +83,7 @@ def write_plots(
         axes[1].hist(pref_values["margin"], bins=30, color="tab:green")
         axes[1].axvline(0, color="k", lw=1)
         axes[1].set(title="reward margin (chosen − rejected)", xlabel="margin")
-        fig.tight_layout()
-        fig.savefig(out_dir / "preference_rewards.png", dpi=100)
-        plt.close(fig)
-        written.append("preference_rewards.png")
+        figures["preference_rewards.png"] = fig
     bars: dict[str, tuple[float, float]] = {}
     gen = results.get("generation") or {}
     if "exact_match/policy" in gen:
@@ -105,11 +99,12 @@ def write_plots(
         ax.set_xticks(x, list(bars), rotation=20, ha="right", fontsize=8)
         ax.set(ylim=(0, 1), title="policy vs reference")
         ax.legend()
+        figures["policy_vs_reference.png"] = fig
+    for name, fig in figures.items():
         fig.tight_layout()
-        fig.savefig(out_dir / "policy_vs_reference.png", dpi=100)
+        fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
-        written.append("policy_vs_reference.png")
-    return written
+    return list(figures)
 
 
 def write_outputs(

@@ -10,9 +10,14 @@ from typing import Any
 
 from hf_dpo.config import dpo_default
 from hf_dpo.eval.config import EvalConfig
-from hf_dpo.eval.data import dataset_options, load_test_split, prompt_ids, reference_answer
+from hf_dpo.eval.data import dataset_options, load_test_split, reference_answer
+from hf_dpo.eval.generation import DecodingConfig, evaluate_generation, load_judge
+from hf_dpo.eval.ifeval import require_lm_eval, run_ifeval
 from hf_dpo.eval.loading import ModelPair, base_model_name, load_models, resolve_run
-from hf_dpo.tokens.tokenization import select_renderer
+from hf_dpo.eval.preference import evaluate_preference
+from hf_dpo.eval.report import write_outputs
+from hf_dpo.scoring import Objective
+from hf_dpo.tokens.tokenization import encode_prompt, select_renderer, split_row
 
 logger = logging.getLogger("hf_dpo")
 
@@ -36,41 +41,45 @@ def evaluate_pair(
     results: dict[str, Any] = {"model_path": config.model_path, "reference": reference_label}
     results.update(tasks=list(config.tasks), confidence=config.confidence, seed=config.seed)
     records: dict[str, Any] = {}
-    values = None
-    test = renderer = None
-    if {"preference", "generation"} & set(config.tasks):
-        test, renderer, results["dataset"] = _test_data(pair, config, run)
+    test = renderer = dataset_name = values = None
+    if {"preference", "generation"} & set(config.tasks):  # the test split of the dataset the run trained on
+        dataset_name = _setting(config, run, "dataset", None)
+        if not dataset_name:
+            raise ValueError(
+                "tasks preference/generation need dataset=<builder name> (e.g. arithmetic, hhh); the "
+                "run's config.yaml names none"
+            )
+        options = dataset_options(run, config.dataset_options)
+        test = load_test_split(dataset_name, options, config.limit)
+        renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
+        results["dataset"] = {"name": dataset_name, "options": options, "test_rows": len(test)}
     if "preference" in config.tasks:
         results["preference"], values = _preference(pair, config, run, test, renderer)
     if "generation" in config.tasks:
-        dataset_name = results["dataset"]["name"]
         results["generation"], records["generation"] = _generation(pair, config, test, renderer, dataset_name)
     if "ifeval" in config.tasks:
-        results["ifeval"] = _ifeval(pair, config, records)
+        results["ifeval"] = {}
+        for which in ("policy", "reference"):
+            with pair.use(which) as model:
+                results["ifeval"][which], records[f"ifeval_{which}"] = run_ifeval(
+                    model,
+                    pair.tokenizer,
+                    data_files=config.ifeval_data_files,
+                    limit=config.limit,
+                    max_new_tokens=config.ifeval_max_new_tokens,
+                    batch_size=config.batch_size,
+                    chat_template=config.ifeval_chat_template,
+                    seed=config.seed,
+                )
     return results, records, values
 
 
-def _test_data(
-    pair: ModelPair, config: EvalConfig, run: Mapping[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
-    """The test split of the dataset the run trained on, its renderer, and what to report about it."""
-    dataset_name = _setting(config, run, "dataset", None)
-    if not dataset_name:
-        raise ValueError(
-            "tasks preference/generation need dataset=<builder name> (e.g. arithmetic, hhh); the "
-            "run's config.yaml names none"
-        )
-    options = dataset_options(run, config.dataset_options)
-    test = load_test_split(dataset_name, options, config.limit)
-    renderer = select_renderer(test[0], pair.tokenizer, _setting(config, run, "renderer_name", None))
-    return test, renderer, {"name": dataset_name, "options": options, "test_rows": len(test)}
-
-
-def _objective(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
-    """The run's ``Objective``: β, loss type and label smoothing from the eval config or the run, the rest
-    from the run."""
-    from hf_dpo.scoring import Objective
-
+def _preference(
+    pair: ModelPair, config: EvalConfig, run: Mapping[str, Any], test: Any, renderer: Any
+) -> tuple[dict[str, Any], Any]:
+    """The preference task with the run's objective (β, loss type and label smoothing from the eval config or
+    the run, the rest from the run) and tokenization: (results, per-pair values)."""
+    beta = float(_setting(config, run, "beta", dpo_default("beta"), "dpo_beta"))
     fields = {k: v for k, v in run.items() if v is not None}
     fields.update(
         beta=beta,
@@ -78,22 +87,12 @@ def _objective(config: EvalConfig, run: Mapping[str, Any], beta: float) -> Any:
         label_smoothing=float(_setting(config, run, "label_smoothing", dpo_default("label_smoothing"))),
         logprob_chunk_size=config.logprob_chunk_size,
     )
-    return Objective.from_args(fields)
-
-
-def _preference(
-    pair: ModelPair, config: EvalConfig, run: Mapping[str, Any], test: Any, renderer: Any
-) -> tuple[dict[str, Any], Any]:
-    """The preference task with the run's objective and tokenization: (results, per-pair values)."""
-    from hf_dpo.eval.preference import evaluate_preference
-
-    beta = float(_setting(config, run, "beta", dpo_default("beta"), "dpo_beta"))
     metrics, values = evaluate_preference(
         pair,
         test,
         renderer,
         beta,
-        objective=_objective(config, run, beta),
+        objective=Objective.from_args(fields),
         max_length=_setting(config, run, "max_length", dpo_default("max_length")),
         max_prompt_length=_setting(config, run, "max_prompt_length", dpo_default("max_prompt_length")),
         truncation_mode=run.get("truncation_mode") or dpo_default("truncation_mode"),
@@ -107,32 +106,13 @@ def _preference(
     return {"beta": beta, **metrics}, values
 
 
-def _ifeval(pair: ModelPair, config: EvalConfig, records: dict[str, Any]) -> dict[str, Any]:
-    """IFEval for policy and reference; their per-prompt records go into ``records``."""
-    from hf_dpo.eval.ifeval import run_ifeval
-
-    ifeval: dict[str, Any] = {}
-    for which in ("policy", "reference"):
-        with pair.use(which) as model:
-            ifeval[which], records[f"ifeval_{which}"] = run_ifeval(
-                model,
-                pair.tokenizer,
-                data_files=config.ifeval_data_files,
-                limit=config.limit,
-                max_new_tokens=config.ifeval_max_new_tokens,
-                batch_size=config.batch_size,
-                chat_template=config.ifeval_chat_template,
-                seed=config.seed,
-            )
-    return ifeval
-
-
 def _generation(pair: ModelPair, config: EvalConfig, test: Any, renderer: Any, dataset_name: str) -> Any:
-    from hf_dpo.eval.generation import DecodingConfig, evaluate_generation, load_judge
-
     unique: dict[tuple[int, ...], tuple[list[int], Any, float | None]] = {}  # one generation per prompt
-    for i, row in enumerate(test):
-        ids, prompt = prompt_ids(row, i, pair.tokenizer, renderer)
+    for i, row in enumerate(test):  # prompts tokenized as in training, with the generation prompt
+        prompt, _, _ = split_row(row, i)
+        if renderer is not None and isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        ids = encode_prompt(prompt, pair.tokenizer, renderer)
         if tuple(ids) not in unique:
             unique[tuple(ids)] = (ids, prompt, reference_answer(row, i))
     prompts, texts, answers = (list(column) for column in zip(*unique.values(), strict=True))
@@ -176,8 +156,6 @@ def evaluate_model(config: EvalConfig) -> dict[str, Any]:
     """Evaluate ``config.model_path`` against its reference on ``config.tasks``, write the outputs to
     ``output_dir`` and return the results dict (also in results.json)."""
     if "ifeval" in config.tasks:
-        from hf_dpo.eval.ifeval import require_lm_eval
-
         require_lm_eval()  # fail before loading anything
     info = resolve_run(config.model_path)
     out = output_dir(config, info.run_dir)
@@ -192,8 +170,6 @@ def evaluate_model(config: EvalConfig) -> dict[str, Any]:
     results, records, values = evaluate_pair(
         pair, config, info.config, "policy with adapters disabled" if pair.reference is None else reference
     )
-    from hf_dpo.eval.report import write_outputs
-
     write_outputs(out, results, records, values, config.plots)
     results["output_dir"] = str(out)
     logger.info("hf_dpo.eval: results in %s", out)
@@ -216,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = load_config(EvalConfig, argv)
-        results = evaluate_model(config)
+        results = evaluate_model(load_config(EvalConfig, argv))
     except (ValueError, OSError, ImportError) as err:  # OSError: missing files, no network to the Hub
         print(f"hf-dpo-eval: error: {err}", file=sys.stderr)
         return 2

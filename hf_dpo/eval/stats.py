@@ -113,8 +113,7 @@ def win_values(policy_scores: Sequence[float], reference_scores: Sequence[float]
 
 def length_stats(lengths: Sequence[int], max_new_tokens: int, finished: Sequence[bool]) -> dict[str, float]:
     """Mean / median / min / max length, and the share cut at ``max_new_tokens`` without an EOS token."""
-    arr = np.asarray(lengths, dtype=np.float64)
-    done = np.asarray(finished, dtype=bool)
+    arr, done = np.asarray(lengths, dtype=np.float64), np.asarray(finished, dtype=bool)
     return {
         "mean": float(arr.mean()),
         "median": float(np.median(arr)),

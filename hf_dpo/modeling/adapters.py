@@ -72,12 +72,10 @@ def prepare_peft_model(
                 "by default), so its adapter would never train. Fix: load it with "
                 "PeftModel.from_pretrained(base, path, is_trainable=True)."
             )
-        fresh = False
     elif peft_config is not None:
         if is_quantized(model):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
         model = get_peft_model(model, peft_config)
-        fresh = True
     else:
         if is_quantized(model):
             raise ValueError(
@@ -88,7 +86,7 @@ def prepare_peft_model(
     # so gradients reach the adapters through re-entrant checkpointed blocks with frozen inputs
     if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    return model, fresh
+    return model, peft_config is not None  # a PeftModel is kept only with peft_config=None
 
 
 def save_merged_model(model: torch.nn.Module, output_dir: str, tokenizer: Any = None) -> str:

@@ -62,7 +62,7 @@ _HIDDEN_PATH_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.Weak
 
 def uses_hidden_path(model: torch.nn.Module) -> bool:
     """True if log-probs can come from the final hidden state and a whole, plain linear LM head; decided once
-    per model, by structural checks and a probe forward (``_head_reproduces_logits``)."""
+    per model, by structural checks and a probe forward."""
     lm = base_causal_lm(model)
     if lm_head_is_sharded(model):
         return False
@@ -74,8 +74,17 @@ def uses_hidden_path(model: torch.nn.Module) -> bool:
             and not any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
             and hasattr(lm, "get_decoder")
             and "logits_to_keep" in inspect.signature(lm.forward).parameters
-            and _head_reproduces_logits(lm)
         )
+        if (
+            ok
+        ):  # probe the bare model (never a DDP wrapper) on a few tokens: are its logits head(final hidden)?
+            ids = torch.arange(1, 9, device=head.weight.device).unsqueeze(0) % head.weight.shape[0]
+            with torch.no_grad(), _final_hidden(lm) as captured:
+                logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()
+                mine = torch.nn.functional.linear(
+                    captured["hidden"][:, -1:].to(head.weight.dtype), head.weight, head.bias
+                )
+            ok = bool((mine.float() - logits).abs().max() <= 1e-2 * logits.abs().max().clamp(min=1.0))
         if not ok:
             logger.info("hf_dpo: %s uses the full-logits log-prob path", type(lm).__name__)
         _HIDDEN_PATH_OK[lm] = ok
@@ -91,20 +100,6 @@ def _final_hidden(lm: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         yield captured
     finally:
         handle.remove()
-
-
-def _head_reproduces_logits(lm: torch.nn.Module) -> bool:
-    """Probe the bare model (never a DDP wrapper) on a few tokens: are its logits ``head(final hidden)``?"""
-    head = lm.get_output_embeddings()
-    ids = torch.arange(1, 9, device=head.weight.device).unsqueeze(0) % head.weight.shape[0]
-    with torch.no_grad(), _final_hidden(lm) as captured:
-        logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()
-    with torch.no_grad():
-        mine = torch.nn.functional.linear(
-            captured["hidden"][:, -1:].to(head.weight.dtype), head.weight, head.bias
-        )
-    scale = logits.abs().max().clamp(min=1.0)
-    return bool((mine.float() - logits).abs().max() <= 1e-2 * scale)
 
 
 def completion_columns(index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +124,8 @@ def sequence_logps(
     (True) or full-logits (False) path, None picks; ``wpo_weights`` / ``output_router_logits``: also return
     the WPO weights / the MoE model's ``aux_loss``."""
     inputs = model_inputs(model, batch)  # layout columns -> model kwargs (e.g. a 4D mask for prefix sharing)
-    config = getattr(base_causal_lm(model), "config", None)
+    lm = base_causal_lm(model)
+    config = getattr(lm, "config", None)
     if output_router_logits or hasattr(config and config.get_text_config(), "output_router_logits"):
         # MoE: ask for the router loss only when it is used; a config with it on would otherwise compute it
         # over the 2D mask, which is wrong (and a size error) in the packed and prefix-shared layouts
@@ -138,16 +134,26 @@ def sequence_logps(
     num_sequences = 2 * batch["num_pairs"]
     if use_hidden is None:
         use_hidden = uses_hidden_path(model)
-    path = _hidden_path if use_hidden else _logits_path
-    token_logps, output = path(model, inputs, index, targets, chunk_size, wpo_weights)
+    if use_hidden:  # the captured final hidden states and the LM head, applied at ``index`` only
+        with _final_hidden(lm) as captured:
+            output = model(**inputs, use_cache=False, logits_to_keep=1)
+        hidden = captured["hidden"].flatten(0, 1)[index]
+        head = lm.get_output_embeddings()
+        token_logps = chunked_token_logps(hidden, head.weight, targets, head.bias, chunk_size, wpo_weights)
+    else:  # the model's own logits (its head gathered in the forward under FSDP / ZeRO-3), scored columns
+        kwargs = {}
+        if "logits_to_keep" in inspect.signature(lm.forward).parameters:
+            kwargs["logits_to_keep"], index = completion_columns(index, inputs["input_ids"].shape[1])
+        output = model(**inputs, use_cache=False, **kwargs)
+        logits = output.logits.flatten(0, 1)[index]
+        token_logps = chunked_logits_token_logps(logits, targets, chunk_size, wpo_weights)
     if wpo_weights:
         token_logps, log_sum_sq = token_logps
     counts = sum_by_sequence(torch.ones_like(token_logps), seq, num_sequences)
     weights = batch.get(TOKEN_WEIGHT_KEY)
     # The layouts number sequences [chosen_1..B ; rejected_1..B] (target_seq), so halving splits the pairs.
-    record = ChosenRejectedLogps.split(
-        sum_by_sequence(token_logps if weights is None else token_logps * weights, seq, num_sequences), counts
-    )
+    sums = sum_by_sequence(token_logps if weights is None else token_logps * weights, seq, num_sequences)
+    record = ChosenRejectedLogps.split(sums, counts)
     if wpo_weights:
         with torch.no_grad():
             mean = sum_by_sequence(token_logps - log_sum_sq, seq, num_sequences) / counts.clamp(min=1)
@@ -157,44 +163,9 @@ def sequence_logps(
         aux_loss = getattr(output, "aux_loss", None)
         if aux_loss is None:
             raise ValueError(
-                f"{type(base_causal_lm(model)).__name__} returned no aux_loss with "
+                f"{type(lm).__name__} returned no aux_loss with "
                 "output_router_logits=True; the router auxiliary loss needs a Mixture-of-Experts model. "
                 "Set router_aux_loss_coef=0."
             )
         record = replace(record, aux_loss=aux_loss)
     return record
-
-
-def _hidden_path(
-    model: torch.nn.Module,
-    inputs: dict[str, Any],
-    index: torch.Tensor,
-    targets: torch.Tensor,
-    chunk: int,
-    wpo: bool,
-) -> tuple[Any, Any]:
-    """Token log-probs from the captured final hidden states and the LM head, applied at ``index`` only."""
-    lm = base_causal_lm(model)
-    with _final_hidden(lm) as captured:
-        output = model(**inputs, use_cache=False, logits_to_keep=1)
-    hidden = captured["hidden"].flatten(0, 1)[index]
-    head = lm.get_output_embeddings()
-    return chunked_token_logps(hidden, head.weight, targets, head.bias, chunk, wpo), output
-
-
-def _logits_path(
-    model: torch.nn.Module,
-    inputs: dict[str, Any],
-    index: torch.Tensor,
-    targets: torch.Tensor,
-    chunk: int,
-    wpo: bool,
-) -> tuple[Any, Any]:
-    """Token log-probs from the model's own logits (its head runs inside the forward, gathered there under
-    FSDP / ZeRO-3), on the scored columns only."""
-    kwargs = {}
-    if "logits_to_keep" in inspect.signature(base_causal_lm(model).forward).parameters:
-        kwargs["logits_to_keep"], index = completion_columns(index, inputs["input_ids"].shape[1])
-    output = model(**inputs, use_cache=False, **kwargs)
-    logits = output.logits.flatten(0, 1)[index]
-    return chunked_logits_token_logps(logits, targets, chunk, wpo), output

@@ -13,7 +13,6 @@ from hf_dpo.modeling.adapters import check_quantization_support
 
 logger = logging.getLogger("hf_dpo")
 
-
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -37,16 +36,23 @@ def load_causal_lm(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(**kwargs["quantization_config"])
-    if "torch_dtype" in kwargs:
-        kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
-    kwargs["dtype"] = resolve_dtype(kwargs.get("dtype", torch.float32))
+    torch_dtype = kwargs.pop("torch_dtype", torch.float32)  # the older name; ``dtype`` wins over it
+    kwargs["dtype"] = resolve_dtype(kwargs.get("dtype", torch_dtype))
     if name_or_path.endswith(".gguf"):
         if not os.path.isfile(name_or_path):
             raise FileNotFoundError(f"GGUF file not found: {name_or_path}")
         model = AutoModelForCausalLM.from_pretrained(
             os.path.dirname(os.path.abspath(name_or_path)), gguf_file=os.path.basename(name_or_path), **kwargs
         )
-        clear_dequantized_markers(model)
+        if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
+            raise ValueError(
+                "model has non-float weights; it is really quantized and cannot be fully fine-tuned"
+            )
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        for attr, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
+            if hasattr(model, attr):
+                setattr(model, attr, value)
         return model
     is_local = os.path.sep in name_or_path and name_or_path.startswith((".", "/"))
     if is_local and not os.path.exists(name_or_path):
@@ -65,42 +71,14 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
     return AutoTokenizer.from_pretrained(directory, gguf_file=file, **kwargs)
 
 
-def set_pad_token(tokenizer: Any, pad_token: str | None, model: Any = None) -> None:
-    """Make ``pad_token`` (if not None) the tokenizer's pad token and the model config's ``pad_token_id``."""
-    if pad_token is None:
-        return
-    if pad_token not in tokenizer.get_vocab():
-        raise ValueError(
-            f"pad_token {pad_token!r} is not in the vocabulary of the {type(tokenizer).__name__}; give a "
-            "token that exists (e.g. the EOS token), or add it to the tokenizer and resize the model's "
-            "embeddings first."
-        )
-    tokenizer.pad_token = pad_token
-    if getattr(model, "config", None) is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-
-
-def clear_dequantized_markers(model: PreTrainedModel) -> None:
-    """Drop ``quantization_config`` / quantizer flags from a model whose weights are plain floats."""
-    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
-        raise ValueError("model has non-float weights; it is really quantized and cannot be fully fine-tuned")
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    for attr, value in (("hf_quantizer", None), ("is_quantized", False), ("quantization_method", None)):
-        if hasattr(model, attr):
-            setattr(model, attr, value)
-
-
 def warn_if_low_precision_training(model: torch.nn.Module, has_fp32_master: bool = False) -> bool:
     """Log one warning (and return True) when trainable parameters are bf16 with no fp32 master copy."""
-    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16})
-    if not low or has_fp32_master:
+    if has_fp32_master or not any(p.requires_grad and p.dtype == torch.bfloat16 for p in model.parameters()):
         return False
     logger.warning(
-        "hf_dpo: the trainable parameters are %s with no fp32 master copy: updates smaller than about 1/256 "
-        "of a weight (typical at DPO learning rates) are lost to rounding. Load the model in float32 "
-        "(the default when DPOTrainer loads it by name) and train with bf16=True for mixed precision.",
-        "/".join(s.removeprefix("torch.") for s in low),
+        "hf_dpo: the trainable parameters are bfloat16 with no fp32 master copy: updates smaller than about "
+        "1/256 of a weight (typical at DPO learning rates) are lost to rounding. Load the model in float32 "
+        "(the default when DPOTrainer loads it by name) and train with bf16=True for mixed precision."
     )
     return True
 
@@ -144,7 +122,16 @@ def load_for_training(
     if isinstance(ref_model, str):
         ref_model = load_causal_lm(ref_model, **init_kwargs)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model.name_or_path, **remote)
-    set_pad_token(tokenizer, args.pad_token, model)
+    if args.pad_token is not None:
+        if args.pad_token not in tokenizer.get_vocab():
+            raise ValueError(
+                f"pad_token {args.pad_token!r} is not in the vocabulary of the {type(tokenizer).__name__}; "
+                "give a token that exists (e.g. the EOS token), or add it to the tokenizer and resize the "
+                "model's embeddings first."
+            )
+        tokenizer.pad_token = args.pad_token
+        if getattr(model, "config", None) is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end")
     return model, ref_model, tokenizer

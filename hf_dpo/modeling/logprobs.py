@@ -22,13 +22,12 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         lse = torch.empty_like(out)
         sum_sq = torch.empty_like(out) if with_sum_sq else out.new_empty(0)
         for start in range(0, hidden.shape[0], chunk_size):
-            logits = _chunk_logits(hidden[start : start + chunk_size], w, b)
-            lse_c = torch.logsumexp(logits, dim=-1)
-            tgt = targets[start : start + chunk_size]
-            out[start : start + chunk_size] = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - lse_c
-            lse[start : start + chunk_size] = lse_c
+            sl = slice(start, start + chunk_size)
+            logits = _chunk_logits(hidden[sl], w, b)
+            lse[sl] = lse_c = torch.logsumexp(logits, dim=-1)
+            out[sl] = logits.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1) - lse_c
             if with_sum_sq:
-                sum_sq[start : start + chunk_size] = log_sum_squared_probs(logits, lse_c)
+                sum_sq[sl] = log_sum_squared_probs(logits, lse_c)
         ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
         ctx.has_bias = bias is not None
         ctx.chunk_size = chunk_size
@@ -40,13 +39,12 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         w, b = _compute_params(hidden, weight, bias)
-        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_bias = ctx.has_bias and ctx.needs_input_grad[2]
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
         # fp32 accumulators only for what needs a gradient (a frozen LM head, as with PEFT, needs none)
         fp32 = {"dtype": torch.float32, "device": weight.device}
         grad_weight = torch.zeros(weight.shape, **fp32) if need_weight else None
-        grad_bias = torch.zeros(weight.shape[0], **fp32) if need_bias else None
+        grad_bias = torch.zeros(weight.shape[0], **fp32) if ctx.has_bias and need_bias else None
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
             h = hidden[sl]

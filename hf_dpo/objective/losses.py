@@ -46,13 +46,8 @@ class PreferenceLogps:
     ) -> PreferenceLogps:
         """From ``sequence_logps`` records (token counts: the policy's); ``reference=None``: no reference."""
         ref = (reference.chosen_logps, reference.rejected_logps) if reference is not None else (None, None)
-        return cls(
-            policy.chosen_logps,
-            policy.rejected_logps,
-            *ref,
-            policy.chosen_num_tokens,
-            policy.rejected_num_tokens,
-        )
+        counts = (policy.chosen_num_tokens, policy.rejected_num_tokens)
+        return cls(policy.chosen_logps, policy.rejected_logps, *ref, *counts)
 
 
 @dataclass(frozen=True)
@@ -90,17 +85,6 @@ class LossConfig:
         object.__setattr__(self, "loss_types", types)
         weights = tuple(float(w) for w in self.loss_weights) if self.loss_weights is not None else None
         object.__setattr__(self, "weights", weights if weights is not None else (1.0,) * len(types))
-        self._validate()
-
-    @classmethod
-    def from_args(cls, args: Any) -> LossConfig:
-        """From an object with (some of) these fields as attributes (``DPOConfig``), or a mapping of them."""
-        names = [f.name for f in cls.__dataclass_fields__.values() if f.init]
-        if isinstance(args, Mapping):
-            return cls(**{name: args[name] for name in names if args.get(name) is not None})
-        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
-
-    def _validate(self) -> None:
         if not self.loss_types:
             raise ValueError("loss_type is empty; give one of " + ", ".join(LOSS_TYPES))
         if unknown := [name for name in self.loss_types if name not in LOSS_TYPES]:
@@ -137,8 +121,13 @@ class LossConfig:
         if "orpo" in self.loss_types and not self.orpo_lambda >= 0:
             raise ValueError(f"orpo_lambda must be >= 0, got {self.orpo_lambda}.")
 
-
-# ---- score transforms ----
+    @classmethod
+    def from_args(cls, args: Any) -> LossConfig:
+        """From an object with (some of) these fields as attributes (``DPOConfig``), or a mapping of them."""
+        names = [f.name for f in cls.__dataclass_fields__.values() if f.init]
+        if isinstance(args, Mapping):
+            return cls(**{name: args[name] for name in names if args.get(name) is not None})
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def f_divergence_score(log_ratio: torch.Tensor, f_divergence_type: str, alpha: float = 0.5) -> torch.Tensor:
@@ -244,16 +233,10 @@ def aot_loss(
 ) -> torch.Tensor:
     """AOT (arXiv:2406.05882), (B,): cDPO loss on d_(i) = policy_(i) − ref_(i), the batch-sorted policy and
     reference margins (paired), or the sorted u_w and u_l (unpaired). Only the batch mean has a meaning."""
-    if paired:
-        policy = torch.sort(logps.policy_chosen - logps.policy_rejected, dim=0).values
-        reference = torch.sort(logps.ref_chosen - logps.ref_rejected, dim=0).values
-    else:
-        policy = torch.sort(logps.policy_chosen - logps.ref_chosen, dim=0).values
-        reference = torch.sort(logps.policy_rejected - logps.ref_rejected, dim=0).values
+    pc, pr, rc, rr = logps.policy_chosen, logps.policy_rejected, logps.ref_chosen, logps.ref_rejected
+    policy, reference = (pc - pr, rc - rr) if paired else (pc - rc, pr - rr)
+    policy, reference = (torch.sort(x, dim=0).values for x in (policy, reference))
     return _cdpo(beta * (policy - reference), label_smoothing)
-
-
-# ---- losses that need token counts ----
 
 
 def sft_batch_loss(chosen_logps: torch.Tensor, chosen_num_tokens: torch.Tensor) -> torch.Tensor:
@@ -321,15 +304,6 @@ class LossSpec:
     f_divergence: bool = False
 
 
-def _ipo(t: LossTerms, c: LossConfig) -> torch.Tensor:
-    """IPO on per-token averages when token counts are given (TRL 1.16), else on sums."""
-    return ipo_loss(t.delta_per_token if t.delta_per_token is not None else t.delta, c.beta)
-
-
-def _aot(paired: bool) -> Callable[[LossTerms, LossConfig], torch.Tensor]:
-    return lambda t, c: aot_loss(t.logps, c.beta, c.label_smoothing, paired=paired)
-
-
 _POLICY_ONLY = {"needs_reference": False, "needs_token_counts": True}  # reference-free, per-token losses
 
 
@@ -337,14 +311,17 @@ _POLICY_ONLY = {"needs_reference": False, "needs_token_counts": True}  # referen
 LOSSES: dict[str, LossSpec] = {
     "sigmoid": LossSpec(lambda t, c: sigmoid_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
     "hinge": LossSpec(lambda t, c: hinge_loss(t.delta, c.beta), f_divergence=True),
-    "ipo": LossSpec(_ipo, f_divergence=True),
+    "ipo": LossSpec(  # on per-token averages when token counts are given (TRL 1.16), else on sums
+        lambda t, c: ipo_loss(t.delta_per_token if t.delta_per_token is not None else t.delta, c.beta),
+        f_divergence=True,
+    ),
     "exo_pair": LossSpec(lambda t, c: exo_pair_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
     "nca_pair": LossSpec(lambda t, c: nca_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
     "robust": LossSpec(lambda t, c: robust_loss(t.delta, c.beta, c.label_smoothing), f_divergence=True),
     "bco_pair": LossSpec(lambda t, c: bco_pair_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
     "sppo_hard": LossSpec(lambda t, c: sppo_hard_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
-    "aot": LossSpec(_aot(paired=True)),
-    "aot_unpaired": LossSpec(_aot(paired=False)),
+    "aot": LossSpec(lambda t, c: aot_loss(t.logps, c.beta, c.label_smoothing)),
+    "aot_unpaired": LossSpec(lambda t, c: aot_loss(t.logps, c.beta, c.label_smoothing, paired=False)),
     "apo_zero": LossSpec(lambda t, c: apo_zero_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
     "apo_down": LossSpec(lambda t, c: apo_down_loss(t.chosen_logratio, t.rejected_logratio, c.beta)),
     "discopop": LossSpec(lambda t, c: discopop_loss(t.delta, c.beta, c.discopop_tau), f_divergence=True),
@@ -369,30 +346,6 @@ def needs_reference(loss_types: str | Sequence[str]) -> bool:
     """Whether any of the loss types needs reference log-probs (False for simpo, orpo, sft alone)."""
     types = (loss_types,) if isinstance(loss_types, str) else tuple(loss_types)
     return any(t not in LOSSES or LOSSES[t].needs_reference for t in types)
-
-
-def _check_inputs(logps: PreferenceLogps, config: LossConfig) -> None:
-    if needs_reference(config.loss_types) and not logps.has_reference:
-        raise ValueError(
-            f"loss types {list(config.loss_types)} need reference log-probs: PreferenceLogps.ref_chosen "
-            "and ref_rejected are None. Pass them, or use a reference-free loss (simpo, orpo, sft)."
-        )
-    counted = sorted(TOKEN_COUNT_LOSS_TYPES.intersection(config.loss_types))
-    if counted and not logps.has_token_counts:
-        raise ValueError(
-            f"loss types {counted} need completion token counts: set PreferenceLogps.chosen_num_tokens and "
-            "rejected_num_tokens (shape (B,))."
-        )
-    shape = logps.policy_chosen.shape
-    for name in ("policy_rejected", "ref_chosen", "ref_rejected", "chosen_num_tokens", "rejected_num_tokens"):
-        tensor = getattr(logps, name)
-        if tensor is not None and (tensor.dim() != 1 or tensor.shape != shape):
-            raise ValueError(
-                f"PreferenceLogps.{name} has shape {tuple(tensor.shape)}; every field must have shape (B,) "
-                f"with B = {shape[0] if len(shape) == 1 else '?'} (one value per pair)."
-            )
-    if logps.policy_chosen.dim() != 1:
-        raise ValueError(f"PreferenceLogps.policy_chosen has shape {tuple(shape)}; it must be (B,).")
 
 
 def loss_terms(logps: PreferenceLogps, config: LossConfig) -> LossTerms:
@@ -429,7 +382,27 @@ def implicit_rewards(terms: LossTerms, config: LossConfig) -> tuple[torch.Tensor
 def preference_loss(logps: PreferenceLogps, config: LossConfig) -> DPOLossOutput:
     """Per-pair loss Σ_k w_k · loss_k over ``config.loss_types``, (B,), and the implicit rewards. The batch
     mean equals TRL 1.16's ``DPOTrainer`` loss (except ``sigmoid`` with ε > 0: cDPO here)."""
-    _check_inputs(logps, config)
+    if needs_reference(config.loss_types) and not logps.has_reference:
+        raise ValueError(
+            f"loss types {list(config.loss_types)} need reference log-probs: PreferenceLogps.ref_chosen "
+            "and ref_rejected are None. Pass them, or use a reference-free loss (simpo, orpo, sft)."
+        )
+    counted = sorted(TOKEN_COUNT_LOSS_TYPES.intersection(config.loss_types))
+    if counted and not logps.has_token_counts:
+        raise ValueError(
+            f"loss types {counted} need completion token counts: set PreferenceLogps.chosen_num_tokens and "
+            "rejected_num_tokens (shape (B,))."
+        )
+    shape = logps.policy_chosen.shape
+    for name in ("policy_rejected", "ref_chosen", "ref_rejected", "chosen_num_tokens", "rejected_num_tokens"):
+        tensor = getattr(logps, name)
+        if tensor is not None and (tensor.dim() != 1 or tensor.shape != shape):
+            raise ValueError(
+                f"PreferenceLogps.{name} has shape {tuple(tensor.shape)}; every field must have shape (B,) "
+                f"with B = {shape[0] if len(shape) == 1 else '?'} (one value per pair)."
+            )
+    if logps.policy_chosen.dim() != 1:
+        raise ValueError(f"PreferenceLogps.policy_chosen has shape {tuple(shape)}; it must be (B,).")
     terms = loss_terms(logps, config)
     losses = sum(
         w * LOSSES[n].fn(terms, config) for n, w in zip(config.loss_types, config.weights, strict=True)

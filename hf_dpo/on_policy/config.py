@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 from hf_dpo.on_policy.pairs import PAIR_RULES
 
-JUDGE_TYPES = ("verifier", "reward_model", "pairwise")
-REFERENCE_UPDATES = ("initial", "round")
-GENERATION_BACKENDS = ("hf", "vllm")
+CHOICES = {
+    "judge_type": ("verifier", "reward_model", "pairwise"),
+    "pair_rule": PAIR_RULES,
+    "reference_update": ("initial", "round"),
+    "generation_backend": ("hf", "vllm"),
+}
 
 
 @dataclass
@@ -52,12 +55,7 @@ class OnPolicyOptions:
             raise ValueError(
                 f"on_policy.temperature must be > 0 and top_p in (0, 1]; got {self.temperature}, {self.top_p}"
             )
-        for name, valid in (
-            ("judge_type", JUDGE_TYPES),
-            ("pair_rule", PAIR_RULES),
-            ("reference_update", REFERENCE_UPDATES),
-            ("generation_backend", GENERATION_BACKENDS),
-        ):
+        for name, valid in CHOICES.items():
             if getattr(self, name) not in valid:
                 raise ValueError(
                     f"on_policy.{name}={getattr(self, name)!r} is unknown; use one of {', '.join(valid)}"

@@ -1,11 +1,11 @@
 """Judges score each prompt's group of sampled completions, higher is better (see docs/on_policy.md):
 ``verifier`` ``fn(prompt, completion, row)``, ``reward_model`` (a sequence classifier's last logit) or
-``pairwise`` ``fn(prompt, a, b) -> P(a better)``. Unusable scores raise :class:`JudgeError`.
-"""
+``pairwise`` ``fn(prompt, a, b) -> P(a better)``. Unusable scores raise :class:`JudgeError`."""
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,36 +97,11 @@ class GroupJudge:
         groups: Sequence[Sequence[str]],
         rows: Sequence[Mapping[str, Any]],
     ) -> list[list[float]]:
-        if self.kind == "reward_model":
-            return self._reward_scores(indices, prompts, groups)
         groups_of = zip(indices, prompts, groups, rows, strict=True)
         if self.kind == "verifier":
             return [[self._judged(i, prompt, c, row) for c in group] for i, prompt, group, row in groups_of]
-        return [self._pairwise(index, prompt, group) for index, prompt, group, _ in groups_of]
-
-    def _judged(
-        self, index: int, prompt: Any, *args: Any, low: float = -math.inf, high: float = math.inf
-    ) -> float:
-        """``self.fn(prompt, *args)``, checked."""
-        value = _call(self.name, index, prompt, self.fn, prompt, *args)
-        return _checked(self.name, index, prompt, value, low, high)
-
-    def prefer(self, index: int, prompt: Any, a: str, b: str) -> float:
-        """A pairwise judge's checked probability that ``a`` is better than ``b``."""
-        return self._judged(index, prompt, a, b, low=0, high=1)
-
-    def _pairwise(self, index: int, prompt: Any, group: Sequence[str]) -> list[float]:
-        wins = [0.0] * len(group)
-        for i in range(len(group)):
-            for j in range(i + 1, len(group)):
-                p = self.prefer(index, prompt, group[i], group[j])
-                wins[i] += p
-                wins[j] += 1 - p
-        return [w / (len(group) - 1) for w in wins]
-
-    def _reward_scores(
-        self, indices: Sequence[int], prompts: Sequence[Any], groups: Sequence[Sequence[str]]
-    ) -> list[list[float]]:
+        if self.kind != "reward_model":
+            return [self._pairwise(index, prompt, group) for index, prompt, group, _ in groups_of]
         from hf_dpo.eval.generation import judge_scores, judge_text
 
         texts = [judge_text(p, c, self.tokenizer) for p, g in zip(prompts, groups, strict=True) for c in g]
@@ -140,16 +115,23 @@ class GroupJudge:
             for index, prompt, group in zip(indices, prompts, groups, strict=True)
         ]
 
+    def _judged(
+        self, index: int, prompt: Any, *args: Any, low: float = -math.inf, high: float = math.inf
+    ) -> float:
+        value = _call(self.name, index, prompt, self.fn, prompt, *args)
+        return _checked(self.name, index, prompt, value, low, high)
 
-def _import_function(path: str, kind: str) -> Callable[..., Any]:
-    module_name, _, attr = path.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"on_policy.judge={path!r}: cannot import the {kind} ({e})") from None
-    if not callable(fn):
-        raise ValueError(f"on_policy.judge={path!r} is not callable")
-    return fn
+    def prefer(self, index: int, prompt: Any, a: str, b: str) -> float:
+        """A pairwise judge's checked probability that ``a`` is better than ``b``."""
+        return self._judged(index, prompt, a, b, low=0, high=1)
+
+    def _pairwise(self, index: int, prompt: Any, group: Sequence[str]) -> list[float]:
+        wins = [0.0] * len(group)
+        for i, j in itertools.combinations(range(len(group)), 2):
+            p = self.prefer(index, prompt, group[i], group[j])
+            wins[i] += p
+            wins[j] += 1 - p
+        return [w / (len(group) - 1) for w in wins]
 
 
 def make_judge(name: str, kind: str, device: Any = None, batch_size: int = 16) -> GroupJudge:
@@ -167,5 +149,13 @@ def make_judge(name: str, kind: str, device: Any = None, batch_size: int = 16) -
             ) from None
         return GroupJudge(name, kind, model=model, tokenizer=tokenizer, batch_size=batch_size)
     registry = VERIFIERS if kind == "verifier" else PAIRWISE_JUDGES
-    fn = _import_function(name, registry.kind) if ":" in name else registry.get(name)
+    if ":" not in name:
+        return GroupJudge(name, kind, fn=registry.get(name), batch_size=batch_size)
+    module_name, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"on_policy.judge={name!r}: cannot import the {registry.kind} ({e})") from None
+    if not callable(fn):
+        raise ValueError(f"on_policy.judge={name!r} is not callable")
     return GroupJudge(name, kind, fn=fn, batch_size=batch_size)

@@ -1,6 +1,5 @@
 """From one prompt's judged completions to preference pairs (pure; no model, no I/O): ``best_vs_worst`` or
-``all_pairs``, skipping ``all_equal`` groups, ``tie``d and ``identical`` couples (see docs/on_policy.md).
-"""
+``all_pairs``, skipping ``all_equal`` groups, ``tie``d and ``identical`` couples (see docs/on_policy.md)."""
 
 from __future__ import annotations
 
@@ -37,23 +36,18 @@ def pick_pairs(scores: Sequence[float], texts: Sequence[str], rule: str = "best_
         raise ValueError(f"group scores must be finite, got {list(scores)}")
     if max(scores) == min(scores):
         return GroupPairs([], Counter(all_equal=1))
+    candidates: list[tuple[int, int]] = []
+    skipped: Counter[str] = Counter()
     if rule == "best_vs_worst":
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         worst = min(range(len(scores)), key=lambda i: (scores[i], i))
-        return _drop_identical([(best, worst)], texts, Counter())
-    candidates: list[tuple[int, int]] = []
-    skipped: Counter[str] = Counter()
-    for i, j in itertools.combinations(range(len(scores)), 2):
-        if scores[i] == scores[j]:
-            skipped["tie"] += 1
-        else:
-            candidates.append((i, j) if scores[i] > scores[j] else (j, i))
-    return _drop_identical(candidates, texts, skipped)
-
-
-def _drop_identical(
-    candidates: list[tuple[int, int]], texts: Sequence[str], skipped: Counter[str]
-) -> GroupPairs:
+        candidates.append((best, worst))
+    else:
+        for i, j in itertools.combinations(range(len(scores)), 2):
+            if scores[i] == scores[j]:
+                skipped["tie"] += 1
+            else:
+                candidates.append((i, j) if scores[i] > scores[j] else (j, i))
     kept = [(chosen, rejected) for chosen, rejected in candidates if texts[chosen] != texts[rejected]]
     if len(kept) < len(candidates):
         skipped["identical"] += len(candidates) - len(kept)

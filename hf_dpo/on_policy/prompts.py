@@ -13,8 +13,6 @@ from hf_dpo.tokens.tokenization import encode_prompt, split_row
 
 logger = logging.getLogger("hf_dpo")
 
-PROMPTS_DATASET = "prompts"
-
 
 @dataclass
 class PromptSet:
@@ -74,7 +72,7 @@ def encode_prompts(
 def load_prompt_rows(dataset: str, options: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
     """(train rows, test rows): a builder's converted splits, or for ``dataset=prompts`` the files of
     ``options['data_files']`` (a file or list: train only; ``{train: ..., test: ...}``: both)."""
-    if dataset != PROMPTS_DATASET:
+    if dataset != "prompts":
         from hf_dpo.data import build_preference_dataset
 
         data = build_preference_dataset(dataset, **options)
@@ -90,8 +88,7 @@ def load_prompt_rows(dataset: str, options: Mapping[str, Any]) -> tuple[list[dic
             "<file>})"
         )
     splits = load_files(options["data_files"])
-    train, test = (list(splits[name]) if name in splits else [] for name in ("train", "test"))
-    return train, test
+    return list(splits.get("train", [])), list(splits.get("test", []))
 
 
 def round_indices(num_prompts: int, per_round: int, round_number: int, seed: int) -> list[int]:
@@ -102,7 +99,6 @@ def round_indices(num_prompts: int, per_round: int, round_number: int, seed: int
     while len(out) < per_round:
         order = list(range(num_prompts))
         random.Random(seed * 7919 + epoch).shuffle(order)
-        take = order[offset : offset + per_round - len(out)]
-        out.extend(take)
+        out.extend(order[offset : offset + per_round - len(out)])
         epoch, offset = epoch + 1, 0
     return out

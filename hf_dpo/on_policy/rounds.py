@@ -1,8 +1,5 @@
 """On-policy DPO: rounds of sample -> judge -> pair -> train, each from the policy the last round left.
-
-Each round's files live in ``log_path/round-<r>/`` (see docs/on_policy.md); ``metrics.jsonl`` gets one row
-per round (round 0: before training), with ``on_policy/*`` and ``heldout/*`` keys.
-"""
+Files in ``log_path/round-<r>/`` (docs/on_policy.md); ``metrics.jsonl`` gets one row per round (0: before)."""
 
 from __future__ import annotations
 
@@ -66,8 +63,7 @@ class OnPolicySetup:
 
 
 def setup_on_policy(config: Any, args: Any, tokenizer: Any) -> OnPolicySetup:
-    """Check the ``on_policy`` section against the rest of the run; load prompts and judge. ``ValueError``
-    (or ``OSError`` for a judge model that cannot be loaded) with the fix."""
+    """Check ``on_policy`` vs the run, load prompts and judge; errors (ValueError, OSError) say how to fix."""
     options: OnPolicyOptions = config.on_policy
     if config.peft is not None and options.reference_update == "round":
         raise ValueError(
@@ -92,12 +88,11 @@ def setup_on_policy(config: Any, args: Any, tokenizer: Any) -> OnPolicySetup:
             "on_policy.eval_prompts=0"
         )
     renderer = select_renderer(train_rows[0], tokenizer, args.renderer_name)
-    train = encode_prompts(train_rows, tokenizer, renderer, args.max_prompt_length, "train")
-    heldout = encode_prompts(
-        test_rows[: options.eval_prompts], tokenizer, renderer, args.max_prompt_length, "test"
-    )
+    max_len = args.max_prompt_length
+    train = encode_prompts(train_rows, tokenizer, renderer, max_len, "train")
+    heldout = encode_prompts(test_rows[: options.eval_prompts], tokenizer, renderer, max_len, "test")
     if not train:
-        raise ValueError(f"every train prompt is longer than max_prompt_length={args.max_prompt_length}")
+        raise ValueError(f"every train prompt is longer than max_prompt_length={max_len}")
     device = options.judge_device or PartialState().device
     judge = make_judge(options.judge, options.judge_type, device, options.judge_batch_size)
     return OnPolicySetup(options, train, heldout, judge)
@@ -112,6 +107,9 @@ def rounds_done(log_path: str | Path, num_rounds: int) -> int:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole (via a temporary file), on the main process only."""
+    if not PartialState().is_main_process:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -122,19 +120,14 @@ def _jsonl(records: Sequence[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def _read_jsonl(path: Path) -> list[Any]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-
 def judge_round(
     setup: OnPolicySetup, indices: Sequence[int], sampled: SampledGroups
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """One record per prompt (prompt, completions with scores, pairs picked, skips) and the skip counts."""
     train = setup.train
     texts = [[g.text for g in group] for group in sampled.groups]
-    scores = setup.judge.score(
-        indices, [train.prompts[i] for i in indices], texts, [train.rows[i] for i in indices]
-    )
+    prompts, rows = [train.prompts[i] for i in indices], [train.rows[i] for i in indices]
+    scores = setup.judge.score(indices, prompts, texts, rows)
     records, skipped = [], Counter()
     for i, group, group_texts, group_scores in zip(indices, sampled.groups, texts, scores, strict=True):
         if len(group_scores) != len(group):
@@ -167,38 +160,28 @@ def round_pairs(
     pairs_path, stats_path = directory / PAIRS_FILE, directory / GENERATION_FILE
     if pairs_path.is_file() and stats_path.is_file():
         logger.info("on_policy: round %d: reusing the pairs in %s", round_number, pairs_path)
-        return _read_jsonl(pairs_path), json.loads(stats_path.read_text("utf-8"))
+        return read_metrics(pairs_path), json.loads(stats_path.read_text("utf-8"))
     options = setup.options
     indices = round_indices(len(setup.train), options.prompts_per_round, round_number, seed)
     decoding = DecodingConfig(options.max_new_tokens, True, options.temperature, options.top_p, seed)
-    sampled = sample_groups(
-        model,
-        tokenizer,
-        [setup.train.ids[i] for i in indices],
-        options.num_generations,
-        decoding,
-        options.generation_batch_size,
-        round_number,
-        options.generation_backend,
-    )
+    ids = [setup.train.ids[i] for i in indices]
+    args = (options.num_generations, decoding, options.generation_batch_size, round_number)
+    sampled = sample_groups(model, tokenizer, ids, *args, options.generation_backend)
     records, skipped = judge_round(setup, indices, sampled)
     stats = {
         "generation_s": sampled.seconds,
-        "gen_tokens": sampled.num_tokens,
+        "gen_tokens": sum(g.num_tokens for group in sampled.groups for g in group),
         "skipped": dict(skipped),
         "truncated": sum(not g.finished for group in sampled.groups for g in group),
     }
-    state = PartialState()
-    if state.is_main_process:
-        _write_atomic(stats_path, json.dumps(stats))
-        _write_atomic(pairs_path, _jsonl(records))  # last: its presence means the round's data is complete
-    state.wait_for_everyone()
+    _write_atomic(stats_path, json.dumps(stats))
+    _write_atomic(pairs_path, _jsonl(records))  # last: its presence means the round's data is complete
+    PartialState().wait_for_everyone()
     return records, stats
 
 
 def pairs_dataset(records: Sequence[Mapping[str, Any]]) -> Any:
-    """The round's pairs as ``prompt`` / ``chosen`` / ``rejected`` rows (assistant messages for message
-    prompts, text for text prompts)."""
+    """The pairs as ``prompt`` / ``chosen`` / ``rejected`` rows (message prompts get assistant messages)."""
 
     def reply(record: Mapping[str, Any], index: int) -> Any:
         text = record["completions"][index]["text"]
@@ -249,22 +232,13 @@ def heldout_metrics(
     else:
         scores = [s[0] for s in judge.score(indices, heldout.prompts, [[t] for t in texts], heldout.rows)]
         key = {"verifier": "heldout/exact_match", "reward_model": "heldout/judge_score"}.get(judge.kind)
-    if PartialState().is_main_process:
-        records = [
-            {"prompt": p, "completion": t, "score": s}
-            for p, t, s in zip(heldout.prompts, texts, scores, strict=True)
-        ]
-        _write_atomic(directory / HELDOUT_FILE, _jsonl(records))
+    answers = zip(heldout.prompts, texts, scores, strict=True)
+    records = [{"prompt": p, "completion": t, "score": s} for p, t, s in answers]
+    _write_atomic(directory / HELDOUT_FILE, _jsonl(records))
     metrics = {"heldout/seconds": time.perf_counter() - started}
     if key is not None:
         metrics[key] = sum(scores) / len(scores)
     return metrics, texts
-
-
-def _load_policy(model: Any, directory: Path, adapter: bool, init_kwargs: Mapping[str, Any]) -> Any:
-    if adapter:
-        return PeftModel.from_pretrained(model, str(directory), is_trainable=True)
-    return load_causal_lm(str(directory), **init_kwargs)
 
 
 def _round_config(config: Any, directory: Path, round_number: int) -> Any:
@@ -278,28 +252,20 @@ def _round_config(config: Any, directory: Path, round_number: int) -> Any:
     if steps is None:
         round_config.num_train_epochs = 1.0
     round_config.eval_strategy = "no"
-    round_config.eval_on_start = False
-    round_config.do_eval = False
-    round_config.load_best_model_at_end = False
+    for name in ("eval_on_start", "do_eval", "load_best_model_at_end"):
+        setattr(round_config, name, False)
     return round_config
 
 
 def _train_round(
-    config: Any,
-    prep: Any,
-    model: Any,
-    reference: Any,
-    dataset: Any,
-    directory: Path,
-    r: int,
-    make_trainer: Callable,
+    prep: Any, args: Any, model: Any, reference: Any, dataset: Any, directory: Path, make_trainer: Callable
 ) -> tuple[Any, int]:
-    """DPO on round ``r``'s pairs (resumed from the round's newest checkpoint); returns (policy, steps)."""
+    """DPO with ``args`` on a round's pairs (resumed from its newest checkpoint); returns (policy, steps)."""
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint, _ = newest_resumable_checkpoint(directory)
     round_prep = dataclasses.replace(
         prep,
-        args=_round_config(config, directory, r).dpo_config(),
+        args=args,
         train_dataset=dataset,
         eval_dataset=None,
         model=model,
@@ -312,13 +278,13 @@ def _train_round(
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         stop.restore()
+    step = trainer.state.global_step
     if stop.signum is not None:
-        step = trainer.state.global_step
         raise TrainingInterrupted(stop.signum, step, str(directory / f"checkpoint-{step}"))
-    policy, steps = trainer.model, trainer.state.global_step
+    policy = trainer.model
     del trainer
     gc.collect()
-    return policy, steps
+    return policy, step
 
 
 def _append_row(log_path: Path, row: Mapping[str, Any], quiet: bool) -> None:
@@ -333,25 +299,6 @@ def _append_row(log_path: Path, row: Mapping[str, Any], quiet: bool) -> None:
         print(f"On-policy round {row['round']}\n" + metrics_table(int(row["step"]), shown), flush=True)
 
 
-def _keep_rows_up_to(log_path: Path, done: int) -> int:
-    """Drop rows of rounds after ``done`` from ``metrics.jsonl`` (a resumed round writes its row again);
-    return the optimizer steps of the rows kept."""
-    path = log_path / METRICS_FILE
-    rows = [r for r in read_metrics(path) if r.get("round", 0) <= done]
-    if PartialState().is_main_process:
-        _write_atomic(path, _jsonl(rows))
-    return int(rows[-1]["step"]) if rows else 0
-
-
-def _initial_reference(model: Any, config: Any) -> Any:
-    """``reference_update: initial`` with full fine-tuning: a frozen copy of the initial model for all rounds
-    (else None: LoRA's adapter-disabled base, or each round's trainer copies its starting policy)."""
-    initial = config.on_policy.reference_update == "initial"
-    if config.peft is not None or not initial or not needs_reference(config.loss_type):
-        return None
-    return copy.deepcopy(model).eval().requires_grad_(False)
-
-
 def run_rounds(
     config: Any, prep: Any, log_path: Path, final_dir: Path, make_trainer: Callable
 ) -> dict[str, float]:
@@ -360,14 +307,21 @@ def run_rounds(
     setup: OnPolicySetup = prep.on_policy
     options, state = setup.options, PartialState()
     model = prep.model if is_quantized(prep.model) else prep.model.to(state.device)
-    reference = _initial_reference(model, config)
+    reference = None  # LoRA: the adapter-disabled base; reference_update=round: each trainer copies its start
+    if config.peft is None and options.reference_update == "initial" and needs_reference(config.loss_type):
+        reference = copy.deepcopy(model).eval().requires_grad_(False)  # the initial model, for all rounds
     done = rounds_done(log_path, options.num_rounds)
-    step = _keep_rows_up_to(log_path, done)
-    init_kwargs = prep.args.model_init_kwargs or {}
+    kept = [rec for rec in read_metrics(log_path / METRICS_FILE) if rec.get("round", 0) <= done]
+    _write_atomic(log_path / METRICS_FILE, _jsonl(kept))  # without later rounds: a resumed one writes its row
+    step = int(kept[-1]["step"]) if kept else 0
     if done:
-        policy_dir = round_dir(log_path, done) / POLICY_DIR
-        model = _load_policy(model, policy_dir, config.peft is not None, init_kwargs).to(state.device)
-    initial = _initial_heldout(log_path)
+        policy_dir = str(round_dir(log_path, done) / POLICY_DIR)
+        if config.peft is not None:
+            model = PeftModel.from_pretrained(model, policy_dir, is_trainable=True)
+        else:
+            model = load_causal_lm(policy_dir, **(prep.args.model_init_kwargs or {}))
+        model = model.to(state.device)
+    initial = [rec["completion"] for rec in read_metrics(round_dir(log_path, 0) / HELDOUT_FILE)] or None
     if done == 0 and len(setup.heldout):
         metrics, initial = heldout_metrics(model, prep.tokenizer, setup, round_dir(log_path, 0), None)
         _append_row(log_path, {"round": 0, "step": 0, **metrics}, config.quiet)
@@ -380,7 +334,8 @@ def run_rounds(
         if dataset is None:
             logger.warning("on_policy: round %d produced no pairs (every group skipped); policy unchanged", r)
         else:
-            model, steps = _train_round(config, prep, model, reference, dataset, directory, r, make_trainer)
+            args = _round_config(config, directory, r).dpo_config()
+            model, steps = _train_round(prep, args, model, reference, dataset, directory, make_trainer)
         train_s = time.perf_counter() - started
         step += steps
         row = {"round": r, "step": step, **round_metrics(records, stats), "on_policy/train_s": train_s}
@@ -394,15 +349,9 @@ def run_rounds(
         total = stats["generation_s"] + train_s + heldout_s
         row["on_policy/generation_time_share"] = (stats["generation_s"] + heldout_s) / total
         _append_row(log_path, row, config.quiet)
-        if state.is_main_process:
-            _write_atomic(directory / DONE_FILE, json.dumps({"round": r, "step": step}))
+        _write_atomic(directory / DONE_FILE, json.dumps({"round": r, "step": step}))
         state.wait_for_everyone()
     return _finish(config, prep, model, final_dir, row)
-
-
-def _initial_heldout(log_path: Path) -> list[str] | None:
-    path = round_dir(log_path, 0) / HELDOUT_FILE
-    return [record["completion"] for record in _read_jsonl(path)] if path.is_file() else None
 
 
 def _finish(

@@ -4,6 +4,7 @@ processes: batch ``b`` is sampled with ``seed_for(seed, round, b)``, so the resu
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,22 +25,10 @@ class SampledGroups:
     groups: list[list[Generation]]
     seconds: float
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(g.num_tokens for group in self.groups for g in group)
-
 
 def seed_for(seed: int, round_number: int, batch: int) -> int:
     """The sampling seed of one generation batch (distinct for every run seed, round and batch)."""
     return (seed * 1_000_003 + round_number * 10_007 + batch) % (2**63)
-
-
-def _gather(
-    local: dict[int, list[list[Generation]]], num_processes: int
-) -> dict[int, list[list[Generation]]]:
-    if num_processes == 1:
-        return local
-    return {b: groups for part in gather_object([local]) for b, groups in part.items()}
 
 
 def sample_groups(
@@ -67,8 +56,9 @@ def sample_groups(
                 repeated = [p for p in ids for _ in range(num_generations)]
                 flat = generate(model, tokenizer, repeated, batch_decoding, batch_size=len(repeated))
                 local[b] = [flat[k : k + num_generations] for k in range(0, len(flat), num_generations)]
-    merged = _gather(local, state.num_processes)
-    groups = [group for b in range(len(starts)) for group in merged[b]]
+    if state.num_processes > 1:
+        local = {b: groups for part in gather_object([local]) for b, groups in part.items()}
+    groups = [group for b in range(len(starts)) for group in local[b]]
     return SampledGroups(groups, time.perf_counter() - started)
 
 
@@ -76,8 +66,6 @@ def _vllm_groups(
     model: torch.nn.Module, tokenizer: Any, prompt_ids: list[Sequence[int]], n: int, decoding: DecodingConfig
 ) -> list[list[Generation]]:
     """vLLM sampling from the current weights (saved to a temporary directory; full models only)."""
-    import tempfile
-
     from vllm import LLM, SamplingParams  # checked at config time: generation_backend=vllm needs vllm
 
     with tempfile.TemporaryDirectory() as directory:

@@ -23,25 +23,24 @@ from hf_dpo.modeling.unwrap import base_causal_lm
 from hf_dpo.tokens.tokenization import REF_COLUMNS
 
 REFERENCE_ADAPTER = "reference"
+Batch = Mapping[str, Any]
 logger = logging.getLogger("hf_dpo")
 
 
 class ReferencePolicy(abc.ABC):
     """The summed reference log-probs of a collated batch's chosen and rejected completions (no gradient)."""
 
-    def logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps | None:
-        """log πref(y_w|x) and log πref(y_l|x) of the batch's B pairs, each (B,): from the batch's precomputed
-        columns when it has them, else from ``forward_logps``."""
-        if has_reference_columns(batch):
-            return columns_logps(batch)
-        return self.forward_logps(policy, batch, chunk_size)
+    def logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps | None:
+        """log πref(y_w|x) and log πref(y_l|x) of the batch's B pairs, each (B,): from its precomputed columns
+        (lengths counted from ``target_seq``) when it has them, else from ``forward_logps``."""
+        if not all(column in batch for column in REF_COLUMNS):
+            return self.forward_logps(policy, batch, chunk_size)
+        num_tokens = torch.bincount(batch["target_seq"], minlength=2 * batch["num_pairs"]).float()
+        chosen, rejected = (batch[column] for column in REF_COLUMNS)
+        return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
 
     @abc.abstractmethod
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         """The log-probs from this policy's own source (a no-grad forward)."""
 
     valid_after_training = True  # False: the source is the policy itself, which training changes
@@ -85,9 +84,7 @@ class FrozenCopyReference(ReferencePolicy):
     def __init__(self, model: torch.nn.Module) -> None:
         self.model: torch.nn.Module | None = model.eval().requires_grad_(False)
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         with torch.no_grad():
             return sequence_logps(self.model, batch, chunk_size)
 
@@ -108,9 +105,7 @@ class FrozenCopyReference(ReferencePolicy):
 class AdapterDisabledReference(ReferencePolicy):
     """The policy itself with its PEFT adapters disabled: the base model, with no second copy of weights."""
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         with eval_no_grad(policy), extract_model_from_parallel(policy).disable_adapter():
             return sequence_logps(policy, batch, chunk_size)
 
@@ -142,18 +137,16 @@ class AdapterSnapshotReference(ReferencePolicy):
         snapshot = [name for name in tensors if _adapter_of(name, {REFERENCE_ADAPTER})]
         with torch.no_grad():
             for name in snapshot:
-                source = tensors.get(_rename_adapter(name, REFERENCE_ADAPTER, self.adapter))
+                parts = (self.adapter if part == REFERENCE_ADAPTER else part for part in name.split("."))
+                source = tensors.get(".".join(parts))
                 if source is None:
                     raise RuntimeError(f"cannot find the trained adapter's tensor for {name}")
-                tensors[name].copy_(source)
-                tensors[name].requires_grad_(False)
+                tensors[name].copy_(source).requires_grad_(False)
         if not snapshot:
             raise ValueError(f"adapter {self.adapter!r} has no weights that could be copied as the reference")
         peft_model.set_adapter(self.adapter)  # keeps the trained adapter trainable, the snapshot frozen
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         peft_model = _peft_model(policy)
         with eval_no_grad(policy):
             peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
@@ -163,8 +156,7 @@ class AdapterSnapshotReference(ReferencePolicy):
                 peft_model.set_adapter(self.adapter)
 
     def named_weights(self, policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-        peft_model = _peft_model(policy)
-        others = set(peft_model.peft_config) - {REFERENCE_ADAPTER}
+        others = set(_peft_model(policy).peft_config) - {REFERENCE_ADAPTER}
         return ((n, t) for n, t in _named_tensors(policy) if not _adapter_of(n, others))
 
     def release(self, policy: torch.nn.Module) -> None:
@@ -192,9 +184,7 @@ class InitialPolicyReference(ReferencePolicy):
 
     valid_after_training = False
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         with eval_no_grad(policy):
             return sequence_logps(policy, batch, chunk_size)
 
@@ -204,10 +194,8 @@ class InitialPolicyReference(ReferencePolicy):
 
 class PrecomputedReference(ReferencePolicy):
     """Reference log-probs live in the dataset columns ``ref_chosen_logps``/``ref_rejected_logps``.
-
     ``source`` (None once released) computes later datasets; ``cache``: datasets with columns by fingerprint;
-    ``at_init``: the fingerprints computed before training; ``offload``: the source waits on the CPU.
-    """
+    ``at_init``: the fingerprints computed before training; ``offload``: the source waits on the CPU."""
 
     def __init__(self, source: ReferencePolicy | None = None, key: str = "") -> None:
         self.source, self.key = source, key
@@ -215,9 +203,7 @@ class PrecomputedReference(ReferencePolicy):
         self.at_init: set[str] = set()
         self.offload = False
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         raise ValueError(
             "this batch has no ref_chosen_logps/ref_rejected_logps columns, and precompute_ref_log_probs="
             "True scores the reference from them. Evaluate with DPOTrainer.evaluate(eval_dataset=...) or "
@@ -227,32 +213,17 @@ class PrecomputedReference(ReferencePolicy):
     def hidden_from_save(
         self, policy: torch.nn.Module, state_dict: dict | None = None
     ) -> contextlib.AbstractContextManager:
-        if self.source is None:
-            return contextlib.nullcontext(state_dict)
-        return self.source.hidden_from_save(policy, state_dict)
+        return (self.source or super()).hidden_from_save(policy, state_dict)
 
 
 class NoReference(ReferencePolicy):
     """No reference policy: the loss is reference-free. Holds nothing and answers None."""
 
-    def logps(self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int) -> None:
+    def logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> None:
         return None
 
-    def forward_logps(
-        self, policy: torch.nn.Module, batch: Mapping[str, Any], chunk_size: int
-    ) -> ChosenRejectedLogps:
+    def forward_logps(self, policy: torch.nn.Module, batch: Batch, chunk_size: int) -> ChosenRejectedLogps:
         raise RuntimeError("the loss is reference-free (NoReference): no reference log-probs exist")
-
-
-def has_reference_columns(batch: Mapping[str, Any]) -> bool:
-    return all(column in batch for column in REF_COLUMNS)
-
-
-def columns_logps(batch: Mapping[str, Any]) -> ChosenRejectedLogps:
-    """The batch's precomputed columns as a record (completion lengths counted from its ``target_seq``)."""
-    num_tokens = torch.bincount(batch["target_seq"], minlength=2 * batch["num_pairs"]).float()
-    chosen, rejected = (batch[column] for column in REF_COLUMNS)
-    return ChosenRejectedLogps(chosen, rejected, *num_tokens.chunk(2))
 
 
 def make_reference(
@@ -338,7 +309,3 @@ def _adapter_of(name: str, adapters: set[str]) -> bool:
     """True if tensor ``name`` belongs to one of ``adapters`` (PEFT names them ``...<kind>.<adapter>.*``)."""
     parts = name.split(".")
     return any(part in adapters for part in parts[:-1]) or parts[-1] in adapters
-
-
-def _rename_adapter(name: str, old: str, new: str) -> str:
-    return ".".join(new if part == old else part for part in name.split("."))

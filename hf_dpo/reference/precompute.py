@@ -31,16 +31,13 @@ logger = logging.getLogger("hf_dpo")
 
 
 def default_cache_dir() -> str:
-    if os.environ.get("HF_DPO_CACHE"):
-        return os.environ["HF_DPO_CACHE"]
     hf_home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
-    return os.path.join(hf_home, "hf_dpo", "ref_logps")
+    return os.environ.get("HF_DPO_CACHE") or os.path.join(hf_home, "hf_dpo", "ref_logps")
 
 
 def data_fingerprint(dataset: Dataset) -> str:
     """sha256 of the token columns and any loss masks (lengths and values of every row, in order)."""
-    missing = [c for c in TOKEN_COLUMNS if c not in dataset.column_names]
-    if missing:
+    if missing := [c for c in TOKEN_COLUMNS if c not in dataset.column_names]:
         raise ValueError(
             f"cannot precompute reference log-probs: the dataset lacks the token columns {missing}"
         )
@@ -67,7 +64,11 @@ def compute_reference_logps(
     """Reference log-probs of this rank's rows ``rank, rank+W, ...`` as ``(indices, logps (n, 2))``, longest
     rows first (less padding, and an out-of-memory error shows up at once)."""
     indices = list(range(rank, len(dataset), world_size))
-    lengths = _pair_lengths(dataset, indices)
+    lengths = [0] * len(indices)  # tokens of the pair's two rows: the prompt twice, chosen, rejected
+    if indices:
+        table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices]
+        counts = [pc.list_value_length(table[c]).to_numpy(zero_copy_only=False) for c in TOKEN_COLUMNS]
+        lengths = (2 * counts[0] + counts[1] + counts[2]).tolist()
     order = sorted(range(len(indices)), key=lambda i: -lengths[i])
     out = torch.empty((len(indices), 2), dtype=torch.float32)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress):
@@ -114,8 +115,11 @@ def add_reference_columns(
                 dataset, score, collator, batch_size, device, rank, world, desc, show_progress
             )
         values = _gather(indices, logps, len(dataset), accelerator) if world > 1 else logps
-        if accelerator is None or accelerator.is_main_process:
-            _save(path, values)
+        if accelerator is None or accelerator.is_main_process:  # written whole, then renamed
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp{os.getpid()}"
+            save_file({"ref_logps": values.contiguous()}, tmp)
+            os.replace(tmp, path)
         logger.info(
             "precomputed reference log-probs for %d pairs (%s); cached at %s", len(dataset), desc, path
         )
@@ -208,29 +212,16 @@ def with_reference_columns(
 
 
 def _reference_key(trainer: Any, source: Any) -> str:
-    """The reference's fingerprint on every rank, with the options that change its log-probs (LD-DPO)."""
-    fingerprint = _global_fingerprint(source.fingerprint(trainer.model), trainer.accelerator)
+    """The reference's fingerprint, one on every rank, with the options that change its log-probs (LD-DPO)."""
+    fingerprint = source.fingerprint(trainer.model)
+    if trainer.accelerator.num_processes > 1:
+        fingerprints = sorted(set(gather_object([fingerprint])))
+        fingerprint = fingerprints[0]
+        if len(fingerprints) > 1:  # a sharded reference: a hash of all ranks' shards
+            fingerprint = hashlib.sha256("|".join(fingerprints).encode()).hexdigest()
     if trainer.args.ld_alpha is not None:  # LD-DPO weighs the reference's tokens too; a different entry
         fingerprint = hashlib.sha256(f"{fingerprint}|ld_alpha={trainer.args.ld_alpha!r}".encode()).hexdigest()
     return fingerprint
-
-
-def _pair_lengths(dataset: Dataset, indices: list[int]) -> list[int]:
-    if not indices:
-        return []
-    table = dataset.select_columns(list(TOKEN_COLUMNS)).with_format("arrow")[indices]
-    lengths = [pc.list_value_length(table[c]).to_numpy(zero_copy_only=False) for c in TOKEN_COLUMNS]
-    return (2 * lengths[0] + lengths[1] + lengths[2]).tolist()
-
-
-def _global_fingerprint(local: str, accelerator: Any) -> str:
-    """One key on every rank: the common fingerprint, or (sharded references) a hash of all ranks' shards."""
-    if accelerator.num_processes == 1:
-        return local
-    fingerprints = sorted(set(gather_object([local])))
-    if len(fingerprints) == 1:
-        return fingerprints[0]
-    return hashlib.sha256("|".join(fingerprints).encode()).hexdigest()
 
 
 def _gather(indices: torch.Tensor, logps: torch.Tensor, total: int, accelerator: Any) -> torch.Tensor:
@@ -255,10 +246,3 @@ def _load(path: str, rows: int) -> torch.Tensor | None:
         logger.warning("ignoring unreadable reference log-prob cache %s (%s)", path, err)
         return None
     return values if values.shape == (rows, 2) else None
-
-
-def _save(path: str, values: torch.Tensor) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file({"ref_logps": values.contiguous()}, tmp)
-    os.replace(tmp, path)

@@ -1,12 +1,11 @@
 """Keys of TRL's scripts and of the alignment-handbook recipes, resolved to ``TrainConfig`` keys with the same
 meaning (the table is in docs/running.md): :func:`resolve_aliases` rewrites the merged YAML + command-line
-mapping before it is typed; :func:`key_hint` explains known keys that ``hf_dpo`` does not take.
-"""
+mapping before it is typed; :func:`key_hint` explains known keys that ``hf_dpo`` does not take."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 from hf_dpo.run.cli_config import ConfigError, coerce_value
@@ -15,8 +14,6 @@ logger = logging.getLogger("hf_dpo")
 
 Settings = dict[str, Any]  # dotted hf_dpo key -> value
 Assignments = list[tuple[str, Any, str]]  # (hf_dpo key, value, the alias that set it)
-
-
 Convert = Callable[[Any, str], Settings]  # (value, alias) -> the hf_dpo settings it stands for
 
 
@@ -129,10 +126,7 @@ def alias_names() -> list[str]:
     return [*ALIASES, *groups, "dataset_name", *DATASET_KEYS, *MIXTURE_KEYS]
 
 
-# ---- resolution -------------------------------------------------------------------------------------------
-def resolve_aliases(
-    data: Mapping[str, Any], cli_keys: set[str] | frozenset[str] = frozenset()
-) -> dict[str, Any]:
+def resolve_aliases(data: Mapping[str, Any], cli_keys: Set[str] = frozenset()) -> dict[str, Any]:
     """``data`` (the YAML mapping with the command-line overrides applied) with every alias replaced by the
     ``hf_dpo`` key(s) it stands for. ``cli_keys``: the (dotted) keys given on the command line."""
     data = dict(data)
@@ -149,23 +143,20 @@ def resolve_aliases(
     return data
 
 
-def _apply(
-    data: dict[str, Any], key: str, value: Any, alias: str, cli_keys: set[str] | frozenset[str]
-) -> None:
+def _apply(data: dict[str, Any], key: str, value: Any, alias: str, cli_keys: Set[str]) -> None:
     """Set dotted ``key``; if it is already set to another value, the command line wins over the YAML, and
     two settings from the same place are an error naming both keys."""
-    parts = key.split(".")
+    *parents, last = key.split(".")
     node: Any = data
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {} if node.get(part) in (None, True) else node[part]
+    for part in parents:
+        if node.get(part) in (None, True):
+            node[part] = {}
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"config key {alias!r} sets {key!r}, but {part!r} is not a section here")
-    last = parts[-1]
     if value == {} and isinstance(node.get(last), dict):
         return  # "this section is on" and it already is
-    if last in node and not _same(node[last], value):
+    if last in node and node[last] != value and str(node[last]) != str(value):
         alias_from_cli = alias in cli_keys
         key_from_cli = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in cli_keys)
         if alias_from_cli == key_from_cli:
@@ -178,7 +169,7 @@ def _apply(
     node[last] = value
 
 
-def _drop_replaced_dataset(data: dict[str, Any], cli_keys: set[str] | frozenset[str]) -> None:
+def _drop_replaced_dataset(data: dict[str, Any], cli_keys: Set[str]) -> None:
     """``dataset=`` / ``data_files=`` / ``dataset_name=`` on the command line replace a dataset that the YAML
     names with ``dataset_name`` (and its split keys) or a mixture."""
     dropped = [k for k in ["dataset_name", *DATASET_KEYS, *MIXTURE_KEYS] if k in data and k not in cli_keys]
@@ -270,13 +261,8 @@ def _mixture_settings(data: dict[str, Any]) -> Assignments:
     ]
 
 
-# ---- small helpers ----------------------------------------------------------------------------------------
 def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~", ""))
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a == b or str(a) == str(b)
 
 
 def _show(value: Any) -> str:

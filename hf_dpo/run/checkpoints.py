@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from hf_dpo.run.finite import check_weights
@@ -50,7 +51,10 @@ def staged_checkpoint(trainer: Any) -> Iterator[str]:
         target = run_dir / name
         if target.exists():  # an incomplete checkpoint that resume skipped
             shutil.rmtree(target)
-        _fsync_tree(staging / name)
+        for path in (staging / name).rglob("*"):  # on disk before the rename makes it visible
+            if path.is_file():
+                with contextlib.suppress(OSError), open(path, "rb") as f:
+                    os.fsync(f.fileno())
         os.replace(staging / name, target)
         with contextlib.suppress(OSError):
             staging.rmdir()
@@ -65,14 +69,6 @@ def staged_checkpoint(trainer: Any) -> Iterator[str]:
             use_mtime=True,
         )
     trainer.accelerator.wait_for_everyone()
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush the checkpoint's files to disk before the rename makes it visible."""
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with contextlib.suppress(OSError), open(path, "rb") as f:
-                os.fsync(f.fileno())
 
 
 def checkpoint_problem(directory: str | Path) -> str | None:
@@ -91,8 +87,6 @@ def checkpoint_problem(directory: str | Path) -> str | None:
         return "no model weights"
     for path in directory.glob("*.safetensors"):
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
         except Exception as e:  # safetensors raises its own error type for a cut-off file
@@ -116,33 +110,30 @@ def newest_resumable_checkpoint(run_dir: str | Path) -> tuple[str | None, list[t
     return None, skipped
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+def _covered_step(state_file: Path, max_steps: int, num_train_epochs: float) -> int | None:
+    """The step of the run saved in ``state_file`` if it has trained ``max_steps`` (or, with
+    ``max_steps <= 0``, the epochs); None if not, or if the file is unreadable."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        return state if {"global_step", "max_steps", "num_train_epochs"} <= set(state) else None
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if not {"global_step", "max_steps", "num_train_epochs"} <= set(state):
+            return None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-
-
-def _covers(state: dict[str, Any] | None, max_steps: int, num_train_epochs: float) -> bool:
-    """Whether a run at ``state`` has trained ``max_steps`` (or, with ``max_steps <= 0``, the epochs)."""
-    if state is None:
-        return False
+    step = state["global_step"]
     if max_steps > 0:
-        return state["global_step"] >= max_steps
-    return state["global_step"] >= state["max_steps"] and num_train_epochs <= state["num_train_epochs"]
+        return step if step >= max_steps else None
+    return step if step >= state["max_steps"] and num_train_epochs <= state["num_train_epochs"] else None
 
 
 def finished_step(run_dir: str | Path, max_steps: int, num_train_epochs: float) -> int | None:
     """The step at which an earlier run in ``run_dir`` finished (``final/`` written), if that already covers
     ``max_steps`` (or, with ``max_steps <= 0``, ``num_train_epochs``); None if there is more to do."""
     run_dir = Path(run_dir)
-    state = _read_state(run_dir / TRAINER_STATE)
-    done = (run_dir / "final").is_dir() and _covers(state, max_steps, num_train_epochs)
-    return state["global_step"] if done else None
+    final = (run_dir / "final").is_dir()
+    return _covered_step(run_dir / TRAINER_STATE, max_steps, num_train_epochs) if final else None
 
 
 def checkpoint_covers(checkpoint: str | Path, max_steps: int, num_train_epochs: float) -> bool:
     """Whether ``checkpoint`` already holds the last step (a run stopped after saving it, before ``final/``):
     resuming it must not train a step past the end."""
-    return _covers(_read_state(Path(checkpoint) / TRAINER_STATE), max_steps, num_train_epochs)
+    return _covered_step(Path(checkpoint) / TRAINER_STATE, max_steps, num_train_epochs) is not None

@@ -1,8 +1,7 @@
 """Typed run configs from a YAML file plus ``key=value`` command-line overrides (they win; dotted keys reach
 into sections and dict fields): ``load_config(MyConfig, ["run.yaml", "peft.r=16"])``. Unknown keys and bad
 values raise ``ConfigError``; ``save_config`` writes YAML that ``load_config`` reads back to the same value.
-A dataclass may declare ``__config_aliases__: ClassVar[dict[str, str]] = {"alias": "field"}``.
-"""
+A dataclass may declare ``__config_aliases__: ClassVar[dict[str, str]] = {"alias": "field"}``."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,32 +44,35 @@ def parse_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
     i = 0
     while i < len(argv):
         arg = argv[i]
+        i += 1
         if arg in ("--config", "--config_file") or arg.startswith(("--config=", "--config_file=")):
-            value, i = _flag_value(argv, i)
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            else:
+                value = argv[i] if i < len(argv) else None
+                i += 1
             if not value:
                 raise ConfigError(f"{arg} needs a YAML file, e.g. --config recipe.yaml")
             if path is not None:
                 raise ConfigError(f"two config files given ({path!r} and {value!r}); pass one")
             path = value
-            continue
-        if arg.startswith("--") and "=" not in arg:
+        elif arg.startswith("--") and "=" not in arg:
             key = _flag_key(arg)
-            values, i = _flag_values(argv, i + 1)
+            values = list(itertools.takewhile(lambda a: not a.startswith("--") and "=" not in a, argv[i:]))
+            i += len(values)
             if not values:
                 key, values = (key[3:], ["false"]) if key.startswith("no_") else (key, ["true"])
             overrides[key] = values[0] if len(values) == 1 else [_Raw(v) for v in values]
-            continue
-        if "=" in arg:
+        elif "=" in arg:
             key, value = arg.split("=", 1)
             overrides[_flag_key(key, arg)] = value
-        elif i == 0:
+        elif i == 1:
             path = arg
         else:
             raise ConfigError(
                 f"argument {arg!r} is not key=value or --key value; only the first argument may be a YAML "
                 "file (e.g. `run.py config.yaml learning_rate=1e-6 dpo_beta=0.1`, or --config config.yaml)"
             )
-        i += 1
     return path, overrides
 
 
@@ -78,19 +81,6 @@ def _flag_key(text: str, arg: str | None = None) -> str:
     if not key:
         raise ConfigError(f"argument {arg or text!r} has no key; write key=value, e.g. learning_rate=1e-6")
     return key
-
-
-def _flag_values(argv: list[str], i: int) -> tuple[list[str], int]:
-    """The values after a ``--key`` flag: the following arguments up to the next flag or ``key=value``."""
-    values = list(itertools.takewhile(lambda a: not a.startswith("--") and "=" not in a, argv[i:]))
-    return values, i + len(values)
-
-
-def _flag_value(argv: list[str], i: int) -> tuple[str | None, int]:
-    """The value of ``--name=value`` or ``--name value`` at ``argv[i]``, and the index after it."""
-    if "=" in argv[i]:
-        return argv[i].split("=", 1)[1], i + 1
-    return (argv[i + 1], i + 2) if i + 1 < len(argv) else (None, i + 1)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -105,13 +95,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(
             f"config file {str(path)!r} must hold a mapping of key: value, got {type(data).__name__}"
         )
-    return data
+    return data or {}
 
 
 def load_config(config_cls: type[T], argv: list[str]) -> T:
@@ -122,7 +110,13 @@ def load_config(config_cls: type[T], argv: list[str]) -> T:
     path, overrides = parse_argv(list(argv))
     data = read_yaml(path) if path is not None else {}
     for key, value in overrides.items():
-        _set_dotted(data, key.split("."), value if isinstance(value, list) else _Raw(value))
+        *sections, last = key.split(".")
+        node = data
+        for part in sections:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value if isinstance(value, list) else _Raw(value)
     if (resolver := getattr(config_cls, "__config_resolver__", None)) is not None:  # hf_dpo.run.aliases
         data = resolver(data, set(overrides))
     valid_names = getattr(config_cls, "__config_other_names__", ())
@@ -135,11 +129,7 @@ def load_config(config_cls: type[T], argv: list[str]) -> T:
 
 
 def unknown_keys(
-    config_cls: type,
-    data: Mapping[str, Any],
-    other_names: Any = (),
-    hint: Any = None,
-    prefix: str = "",
+    config_cls: type, data: Mapping[str, Any], other_names: Any = (), hint: Any = None, prefix: str = ""
 ) -> list[str]:
     """One message per key of ``data`` (sections included) that ``config_cls`` does not take: ``hint(key)``
     if it gives one, else the closest valid names (fields, ``__config_aliases__``, ``other_names``)."""
@@ -155,7 +145,9 @@ def unknown_keys(
                 valid = list(fields) + list(aliases) + (list(other_names) if not prefix else [])
                 problems.append(_unknown_key_message(prefix + str(key), prefix, valid))
             continue
-        section = [m for m in _members(hints[name]) if dataclasses.is_dataclass(m)]
+        tp = hints[name]
+        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        section = [m for m in members if dataclasses.is_dataclass(m)]
         if section and isinstance(value, Mapping):
             problems += unknown_keys(section[0], value, (), hint, prefix=f"{prefix}{name}.")
     return problems
@@ -165,11 +157,6 @@ def _schema(config_cls: type) -> tuple[dict[str, dataclasses.Field], dict[str, A
     """A dataclass's init fields by name, its type hints and its ``__config_aliases__``."""
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
     return fields, typing.get_type_hints(config_cls), getattr(config_cls, "__config_aliases__", {})
-
-
-def _members(tp: Any) -> tuple[Any, ...]:
-    origin = typing.get_origin(tp)
-    return typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
 
 
 def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
@@ -192,10 +179,7 @@ def config_from_dict(config_cls: type[T], data: Mapping[str, Any], prefix: str =
             )
         spelled[name] = full
         kwargs[name] = coerce_value(value, hints[name], prefix + name)
-    no_default = dataclasses.MISSING
-    missing = [
-        n for n, f in fields.items() if n not in kwargs and f.default is f.default_factory is no_default
-    ]
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is f.default_factory is MISSING]
     if missing:
         raise ConfigError(
             f"missing required config key(s) {', '.join(prefix + m for m in missing)}; "
@@ -225,21 +209,12 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
     Path(path).write_text(yaml.safe_dump(values, sort_keys=False, allow_unicode=True), "utf-8")
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------
 def _unknown_key_message(full: str, prefix: str, valid: list[str]) -> str:
     hint = did_you_mean(full[len(prefix) :], valid, n=3, prefix=prefix) or (
         f"valid keys{' in ' + repr(prefix[:-1]) if prefix else ''} include "
         f"{', '.join(sorted(valid)[:12])}{', ...' if len(valid) > 12 else ''}"
     )
     return f"unknown config key {full!r}; {hint}"
-
-
-def _set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    for part in parts[:-1]:
-        if not isinstance(data.get(part), dict):
-            data[part] = {}
-        data = data[part]
-    data[parts[-1]] = value
 
 
 def _plain(value: Any) -> Any:
@@ -289,13 +264,8 @@ def _unchanged(before: Any, after: Any) -> bool:
         return len(before) == len(after) and all(map(_unchanged, before, after))
     if isinstance(before, Mapping) and isinstance(after, Mapping):
         return before.keys() == after.keys() and all(_unchanged(before[k], after[k]) for k in before)
-    if _is_number(before) and _is_number(after):
-        return before == after
-    return type(before) is type(after) and before == after
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
+    return (numbers or type(before) is type(after)) and before == after
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -398,14 +368,8 @@ def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
         )
     if not isinstance(value, (list, tuple, set)):
         value = [value]
-    args = typing.get_args(tp)
-    item_type = args[0] if args else Any
-    items = [
-        coerce_value(
-            _Raw(v) if isinstance(value, str) and isinstance(v, str) else v, item_type, f"{key}[{i}]"
-        )
-        for i, v in enumerate(value)
-    ]
+    item_type = next(iter(typing.get_args(tp)), Any)
+    items = [coerce_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     container = typing.get_origin(tp) or tp
     return container(items) if container is not list else items
 
@@ -459,9 +423,7 @@ def _convert_union(value: Any, members: tuple[Any, ...], key: str) -> Any:
 def _parse_flow_collection(value: Any, members: list[Any], key: str) -> tuple[Any, list[Any]] | None:
     """A command-line value starting with ``{`` (``[``) parsed as a YAML flow mapping (sequence) when the
     union has a mapping/section (sequence) member: the parsed value and those members; else None."""
-    if not isinstance(value, _Raw):
-        return None
-    text = value.strip()
+    text = value.strip() if isinstance(value, _Raw) else ""
     if text.startswith("{"):
         kind, shape, example = "mapping", Mapping, "{train: a.jsonl, test: b.jsonl}"
         containers = [

@@ -33,15 +33,13 @@ def metrics_table(step: int, logs: dict[str, Any], width: int = 80) -> str:
         table.add_row(name, format_value(logs[name]))
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
-    console.print(f"Step {step}")
-    console.print(table)
+    console.print(f"Step {step}", table)
     return buffer.getvalue().rstrip("\n")
 
 
 class MetricsTableCallback(ProgressCallback):
-    """``ProgressCallback`` whose logs are printed as a table instead of a dict; ``show_progress=False``
-    keeps only the tables. When an evaluation follows a training log at the same step, both go in one table
-    (so ``test/nll`` sits next to the training metrics)."""
+    """``ProgressCallback`` printing each log as a table (``show_progress=False``: tables only); a training
+    log and the evaluation right after it at the same step share one table (``test/nll`` by the loss)."""
 
     def __init__(self, show_progress: bool = True) -> None:
         super().__init__()

@@ -25,41 +25,29 @@ def check_hub_model_id(repo_id: str | None) -> None:
         raise ValueError(f"push_to_hub=true needs hub_model_id=<user or org>/<repo name>; {problem}")
 
 
-def push_folder(
-    folder: str | Path,
-    repo_id: str,
-    token: str | None = None,
-    private: bool | None = None,
-    commit_message: str = "Upload DPO model (hf_dpo)",
-    revision: str | None = None,
-) -> str:
-    """Create ``repo_id`` (if needed) and upload ``folder`` (to branch ``revision``, created if needed; None:
-    the default branch); returns the commit URL."""
-    from huggingface_hub import HfApi
-
-    check_hub_model_id(repo_id)
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        commit_message=commit_message,
-        repo_type="model",
-        revision=revision,
-    )
-    logger.info("pushed %s to https://huggingface.co/%s", folder, repo_id)
-    return str(getattr(info, "commit_url", info))
-
-
 def push_run(final_dir: str | Path, merged_dir: str | Path | None, config: Any) -> list[str]:
     """Push the final model (for LoRA: the adapter) to ``hub_model_id``, and a merged copy, if saved, to
-    ``<hub_model_id>-merged``."""
-    message = f"DPO on {config.dataset} from {config.model_name} (hf_dpo)"
-    token, private = getattr(config, "hub_token", None), getattr(config, "hub_private_repo", None)
-    revision = getattr(config, "hub_revision", None)
+    ``<hub_model_id>-merged``, each to branch ``hub_revision`` if set; returns the commit URLs."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=getattr(config, "hub_token", None))
+    private, revision = getattr(config, "hub_private_repo", None), getattr(config, "hub_revision", None)
     targets = [(final_dir, config.hub_model_id)]
     if merged_dir is not None:
         targets.append((merged_dir, merged_repo_id(config.hub_model_id)))
-    return [push_folder(folder, repo, token, private, message, revision) for folder, repo in targets]
+    urls = []
+    for folder, repo_id in targets:
+        check_hub_model_id(repo_id)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message=f"DPO on {config.dataset} from {config.model_name} (hf_dpo)",
+            repo_type="model",
+            revision=revision,
+        )
+        logger.info("pushed %s to https://huggingface.co/%s", folder, repo_id)
+        urls.append(str(getattr(info, "commit_url", info)))
+    return urls

@@ -48,8 +48,8 @@ def lock_holder(log_path: str | Path) -> int | None:
 
 
 class RunLock:
-    """``with RunLock(log_path):`` holds the lock (creating ``log_path`` if needed) or raises
-    :class:`LogPathLocked` naming the holder's pid."""
+    """``acquire`` takes the lock (creating ``log_path`` if needed) or raises :class:`LogPathLocked` naming
+    the holder's pid; ``release`` gives it back."""
 
     def __init__(self, log_path: str | Path) -> None:
         self.log_path = Path(log_path)
@@ -79,10 +79,3 @@ class RunLock:
             os.ftruncate(self._fd, 0)  # no pid left behind: the next run sees no stale holder
             os.close(self._fd)
             self._fd = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

@@ -95,14 +95,17 @@ def _training_table(config: Any) -> str:
         value = getattr(config, key, None)
         if value is not None:
             lines.append(f"| {key} | {getattr(value, 'value', value)} |")
-    if config.peft is not None:
-        peft = config.peft
+    if (peft := config.peft) is not None:
         lines.append(
             f"| LoRA | r={peft.r}, alpha={peft.lora_alpha}, dropout={peft.lora_dropout}, "
             f"target_modules={peft.target_modules} |"
         )
-    if config.dataset_kwargs():
-        lines.append(f"| dataset options | {_shareable_options(config.dataset_kwargs())} |")
+    if options := config.dataset_kwargs():  # local paths (data_files: always) by their last component
+        shared = {
+            k: _map_strings(v, _file_name if k == "data_files" else shareable_name)
+            for k, v in options.items()
+        }
+        lines.append(f"| dataset options | {shared} |")
     return "\n".join(lines)
 
 
@@ -122,10 +125,9 @@ def _results(train_metrics: dict[str, float], eval_metrics: dict[str, float]) ->
 def _usage(repo: str, adapter: bool) -> str:
     """A loading and generation snippet."""
     model_class = "AutoPeftModelForCausalLM" if adapter else "AutoModelForCausalLM"
+    imports = [f"from transformers import {model_class}, AutoTokenizer"]
     if adapter:
         imports = [f"from peft import {model_class}", "from transformers import AutoTokenizer"]
-    else:
-        imports = [f"from transformers import {model_class}, AutoTokenizer"]
     load = [
         f'model = {model_class}.from_pretrained("{repo}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
@@ -141,20 +143,10 @@ def _usage(repo: str, adapter: bool) -> str:
 
 
 def shareable_name(name: str) -> str:
-    """``name`` as a published card may show it: a Hub id as is, a local path (absolute, relative or
-    ``~``) by its last component only."""
+    """``name`` as a published card may show it: a Hub id as is, a local path by its last component only."""
     expanded = os.path.expanduser(name)
     local = os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)
     return _file_name(name) if local else name
-
-
-def _shareable_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Dataset options with ``data_files`` (always local files) reduced to file names and any other
-    string that is a local path to its last component."""
-    return {
-        key: _map_strings(value, _file_name if key == "data_files" else shareable_name)
-        for key, value in options.items()
-    }
 
 
 def _file_name(path: str) -> str:

@@ -46,9 +46,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = [
-        (n, line) for n, line in enumerate(path.read_text("utf-8", "replace").splitlines(), 1) if line.strip()
-    ]
+    text = path.read_text("utf-8", "replace").splitlines()
+    lines = [(n, line) for n, line in enumerate(text, 1) if line.strip()]
     rows = []
     for i, (number, line) in enumerate(lines):
         try:
@@ -72,17 +71,14 @@ class MetricsFileCallback(TrainerCallback):
         self.resume_step = resume_step
         self._truncated = False
 
-    def _truncate(self) -> None:
-        last = self.resume_step if self.resume_step > 0 else -1  # no checkpoint: drop every row
-        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= last]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        self._truncated = True
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         if not self._truncated:
-            self._truncate()
+            last = self.resume_step if self.resume_step > 0 else -1  # no checkpoint: drop every row
+            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= last]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            self._truncated = True
         row = {"step": state.global_step, "epoch": state.epoch}
         row.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str)) and k != "total_flos"})
         with self.path.open("a", encoding="utf-8") as f:
@@ -99,16 +95,12 @@ def write_plots(rows: list[dict[str, Any]], directory: str | Path) -> list[Path]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    plottable = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     for name, (title, series) in PLOTS.items():
-        curves = []
-        for key, label in series:
-            points = [
-                (r["step"], r[key])
-                for r in rows
-                if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
-            ]
-            if points:
-                curves.append((label, points))
+        curves = [
+            (label, [(r["step"], r[key]) for r in rows if plottable(r.get(key))]) for key, label in series
+        ]
+        curves = [(label, points) for label, points in curves if points]
         if not curves:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -133,12 +125,8 @@ class PlotCallback(TrainerCallback):
         self.directory = Path(directory)
         self.metrics_path = Path(metrics_path)
 
-    def _draw(self, state) -> None:
+    def on_evaluate(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             write_plots(read_metrics(self.metrics_path), self.directory)
 
-    def on_evaluate(self, args, state, control, **kwargs):
-        self._draw(state)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self._draw(state)
+    on_train_end = on_evaluate

@@ -9,22 +9,13 @@ from typing import Any
 
 logger = logging.getLogger("hf_dpo")
 
-# report_to backend -> the packages that provide it (any one is enough), as transformers imports them.
+# report_to backend -> the packages that provide it (any one is enough), as transformers imports them:
+# the package of the backend's own name unless _RENAMED lists others.
+_RENAMED = {"tensorboard": ("tensorboard", "tensorboardX"), "azure_ml": ("azureml",), "flyte": ("flytekit",)}
 REPORT_PACKAGES = {
-    "wandb": ("wandb",),
-    "tensorboard": ("tensorboard", "tensorboardX"),
-    "mlflow": ("mlflow",),
-    "comet_ml": ("comet_ml",),
-    "neptune": ("neptune",),
-    "clearml": ("clearml",),
-    "dvclive": ("dvclive",),
-    "swanlab": ("swanlab",),
-    "trackio": ("trackio",),
-    "codecarbon": ("codecarbon",),
-    "azure_ml": ("azureml",),
-    "flyte": ("flytekit",),
-    "dagshub": ("dagshub",),
-    "kubeflow": ("kubeflow",),
+    backend: _RENAMED.get(backend, (backend,))
+    for backend in """wandb tensorboard mlflow comet_ml neptune clearml dvclive swanlab trackio codecarbon
+    azure_ml flyte dagshub kubeflow""".split()
 }
 # package -> the prefixes of the optim names that need it (e.g. adamw_bnb_8bit, paged_adamw_32bit, lion_8bit)
 OPTIM_PACKAGES = {
@@ -54,9 +45,7 @@ def package_problems(config: Any) -> list[str]:
     needs: list[tuple[str, tuple[str, ...]]] = []  # (what needs it, packages: any one will do)
     report_to = config.report_to
     backends = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    for backend in backends:
-        if backend in ("none", "all"):
-            continue
+    for backend in [b for b in backends if b not in ("none", "all")]:
         if backend not in REPORT_PACKAGES:
             return [
                 f"report_to={backend!r} is not a reporting backend; use one of {', '.join(REPORT_PACKAGES)} "
@@ -67,15 +56,11 @@ def package_problems(config: Any) -> list[str]:
         needs.append(("use_liger_kernel=true", ("liger_kernel",)))
     optim = str(getattr(config.optim, "value", config.optim))
     needs += [
-        (f"optim={optim}", (package,))
-        for package, prefixes in OPTIM_PACKAGES.items()
-        if optim.startswith(prefixes)
+        (f"optim={optim}", (p,)) for p, prefixes in OPTIM_PACKAGES.items() if optim.startswith(prefixes)
     ]
     init = config.model_init_kwargs or {}
-    quantization = init.get("quantization_config")
-    if isinstance(quantization, dict) and (
-        quantization.get("load_in_4bit") or quantization.get("load_in_8bit")
-    ):
+    quant = init.get("quantization_config")
+    if isinstance(quant, dict) and (quant.get("load_in_4bit") or quant.get("load_in_8bit")):
         needs.append(("load_in_4bit / load_in_8bit (quantization_config)", ("bitsandbytes",)))
     attention = init.get("attn_implementation")
     if attention in ATTENTION_PACKAGES:

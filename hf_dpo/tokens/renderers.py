@@ -1,9 +1,6 @@
-"""Chat renderers: a conversation -> prompt ids (ending with the generation prompt) and completion ids.
-
-``encode_prompt(m) + encode_completion(m, r)`` is the tokenisation of the whole conversation. Built-ins:
-``chat_template`` (the tokenizer's Jinja template), ``role_colon`` (``User: ...`` for base models), ``chatml``
-and ``llama3``; register your own with :func:`register_renderer`.
-"""
+"""Chat renderers: a conversation -> prompt ids (ending with the generation prompt) and completion ids, with
+``encode_prompt(m) + encode_completion(m, r)`` the tokenisation of the whole conversation. The built-ins and
+custom renderers (:func:`register_renderer`) are described in docs/datasets.md ("Renderers")."""
 
 from __future__ import annotations
 
@@ -23,21 +20,22 @@ logger = logging.getLogger("hf_dpo")
 
 
 class Renderer(abc.ABC):
-    """Base class: subclasses write the prompt and completion *text*; this class tokenises it.
-
-    Text is tokenised without special tokens; BOS is prepended to the prompt iff the tokenizer adds one
-    (never doubled); completion ids are cut from the tokenisation of prompt + completion (on its own, with a
-    warning, if tokens merge across the boundary); EOS is appended unless the text ends with a special token.
-    ``template_kwargs`` and tool-calling messages are refused unless ``renders_tools``.
-    """
+    """Base class: subclasses write the prompt and completion *text*; this class tokenises it, with BOS, EOS
+    and the prompt/completion boundary as in docs/datasets.md ("Renderers"). ``template_kwargs`` and
+    tool-calling messages are refused unless ``renders_tools``."""
 
     name: ClassVar[str]
     renders_tools: ClassVar[bool] = False
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
-        self._bos_id: int | None = tokenizer.bos_token_id if _adds_bos(tokenizer) else None
-        self._special_strings = _special_token_strings(tokenizer)
+        bos = tokenizer.bos_token_id  # prepended iff the tokenizer puts it before plain text by default
+        adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+        self._bos_id: int | None = bos if adds_bos else None
+        # Every special token as text: EOS, BOS, pad, and added tokens flagged special (e.g. <|eot_id|>).
+        special = set(tokenizer.all_special_tokens)
+        special.update(tok.content for tok in tokenizer.added_tokens_decoder.values() if tok.special)
+        self._special_strings = tuple(s for s in special if s)
         self._warned: set[str] = set()
         # One-entry caches: a pair renders and encodes the same prompt for encode_prompt and both replies.
         self._text_cache: tuple[str, str] = ("", "")
@@ -147,19 +145,6 @@ class Renderer(abc.ABC):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
-
-
-def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether the tokenizer puts BOS in front of plain text by default (i.e. the model expects one)."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-
-
-def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
-    """Every special token as text (EOS, BOS, pad, and added tokens flagged special, e.g. ``<|eot_id|>``)."""
-    strings = set(tokenizer.all_special_tokens)
-    strings.update(tok.content for tok in tokenizer.added_tokens_decoder.values() if tok.special)
-    return tuple(s for s in strings if s)
 
 
 _RENDERERS: Registry[type[Renderer]] = Registry("renderer")
@@ -317,12 +302,11 @@ class Llama3Renderer(Renderer):
     """Llama 3 Instruct: ``<|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>``, content stripped
     as in Meta's template, no default system prompt."""
 
-    @staticmethod
-    def _turn(role: str, content: str) -> str:
-        return f"<|start_header_id|>{role}<|end_header_id|>\n\n{content.strip()}<|eot_id|>"
-
     def prompt_text(self, messages: list[Message]) -> str:
-        turns = "".join(self._turn(m["role"], m["content"]) for m in messages)
+        turns = "".join(
+            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
+            for m in messages
+        )
         return "<|begin_of_text|>" + turns + "<|start_header_id|>assistant<|end_header_id|>\n\n"
 
     def completion_text(self, messages: list[Message], reply: Message) -> str:

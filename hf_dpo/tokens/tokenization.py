@@ -1,18 +1,8 @@
-"""Turn preference rows into token ids: ``prompt_ids``, ``chosen_ids``, ``rejected_ids``.
-
-Rows use TRL's columns (docs/datasets.md): ``prompt``/``chosen``/``rejected`` strings (raw text: the prompt
-with the tokenizer's special tokens, each completion without them plus EOS; rendered instead if a renderer
-is given), or message lists rendered by ``hf_dpo.tokens.renderers`` (with optional ``tools`` and
-``chat_template_kwargs`` columns). Without ``prompt``, the shared leading messages, or the common text prefix
-cut back to its last whitespace, are the prompt. Image columns are refused (text-only models).
-
-Truncation: a prompt over ``max_prompt_length`` keeps its last tokens (and a leading BOS). Then, to fit
-``max_length``, ``keep_start`` cuts each completion from the right; ``keep_end`` first drops the prompt's
-first tokens (BOS kept, at least one token left) until the longer completion fits, then keeps each
-completion's last tokens. Skipped pairs (``prompt_too_long``, ``chosen_equals_rejected``,
-``no_assistant_tokens``) are counted and logged once; malformed rows raise ``ValueError`` naming the row
-index, the field and the fix.
-"""
+"""Preference rows -> ``prompt_ids``, ``chosen_ids``, ``rejected_ids``. Rows use TRL's columns
+(docs/datasets.md): text (the prompt with the tokenizer's special tokens, each completion without them plus
+EOS; rendered if a renderer is given) or message lists rendered by ``hf_dpo.tokens.renderers``. Implicit
+prompts, truncation and skips: docs/trainer.md. Malformed rows raise ``ValueError`` naming the row index, the
+field and the fix."""
 
 from __future__ import annotations
 
@@ -20,12 +10,13 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from datasets import Dataset, IterableDataset
 
 from hf_dpo.chat import MESSAGES_FIX, Message, check_messages, is_empty_reply, row_error
+from hf_dpo.tokens.renderers import get_renderer
 
 logger = logging.getLogger("hf_dpo")
 
@@ -34,18 +25,6 @@ REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # precomputed referenc
 # With assistant_only_loss: 1 per completion token the assistant wrote, 0 for tool-turn tokens (not scored).
 MASK_COLUMNS = ("chosen_loss_mask", "rejected_loss_mask")
 IMAGE_COLUMNS = ("image", "images")
-
-
-def check_text_only(columns: Iterable[str], split: str = "train") -> None:
-    """``ValueError`` if the dataset has an image column: hf_dpo trains text-only causal LMs."""
-    found = [c for c in IMAGE_COLUMNS if c in set(columns)]
-    if found:
-        raise ValueError(
-            f"the {split} dataset has an image column ({', '.join(found)}), but hf_dpo trains text-only "
-            "causal LMs; vision-language preference data is not supported. Fix: drop the column "
-            "(dataset.remove_columns(...)) to train on the text alone, or use trl.DPOTrainer with a "
-            "vision-language model and its processor."
-        )
 
 
 def template_kwargs_of(row: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -103,8 +82,10 @@ def _check_messages(value: Any, index: int, field: str) -> list[Message]:
 
 
 def _reply(value: Any, index: int, field: str) -> Message | list[Message]:
-    """The completion of a conversational row: one assistant reply, or a tool-using sequence of assistant and
-    ``tool`` turns that starts and ends with the assistant (returned as a list)."""
+    """The completion of a conversational row: text or one assistant reply (as a message), or a tool-using
+    sequence of assistant and ``tool`` turns that starts and ends with the assistant (returned as a list)."""
+    if isinstance(value, str):
+        return {"role": "assistant", "content": _check_text(value, index, field)}
     messages = _check_messages([value] if isinstance(value, Mapping) else value, index, field)
     roles = [m["role"] for m in messages]
     if roles[0] != "assistant" or roles[-1] != "assistant" or set(roles) - {"assistant", "tool"}:
@@ -133,8 +114,7 @@ def split_row(
         if isinstance(chosen, str) and isinstance(rejected, str):
             shared = os.path.commonprefix([chosen, rejected])
             if chosen != rejected:
-                cut = max(shared.rfind(" "), shared.rfind("\n"))
-                shared = shared[: cut if cut > 0 else 0]
+                shared = shared[: max(shared.rfind(" "), shared.rfind("\n"), 0)]
             return shared, chosen[len(shared) :], rejected[len(shared) :]
         chosen_msgs = _check_messages(chosen, index, "chosen")
         rejected_msgs = _check_messages(rejected, index, "rejected")
@@ -152,13 +132,7 @@ def split_row(
         messages = [{"role": "user", "content": _check_text(prompt, index, "prompt")}]
     else:
         messages = _check_messages(prompt, index, "prompt")
-
-    def completion(value: Any, field: str) -> Message | list[Message]:
-        if isinstance(value, str):
-            return {"role": "assistant", "content": _check_text(value, index, field)}
-        return _reply(value, index, field)
-
-    return messages, completion(chosen, "chosen"), completion(rejected, "rejected")
+    return messages, _reply(chosen, index, "chosen"), _reply(rejected, index, "rejected")
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -170,13 +144,7 @@ def select_renderer(first_row: Mapping[str, Any], tokenizer: Any, renderer_name:
     """The named chat renderer, or the default one for conversational rows; None (raw text) for text rows."""
     if renderer_name is None and isinstance(first_row.get("chosen"), str):
         return None
-    from hf_dpo.tokens.renderers import get_renderer
-
     return get_renderer(renderer_name, tokenizer)
-
-
-def _as_conversation(prompt: str | list[Message]) -> list[Message]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def encode_prompt(prompt: str | list[Message], tokenizer: Any, renderer: Any | None) -> list[int]:
@@ -185,15 +153,32 @@ def encode_prompt(prompt: str | list[Message], tokenizer: Any, renderer: Any | N
         if not isinstance(prompt, str):
             raise ValueError("conversational prompt but no renderer; pass renderer_name")
         return list(tokenizer(prompt)["input_ids"]) if prompt else _bos(tokenizer)
-    return list(renderer.encode_prompt(_as_conversation(prompt)))
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return list(renderer.encode_prompt(messages))
 
 
 def _keep_prompt_end(prompt_ids: list[int], limit: int, tokenizer: Any) -> list[int]:
     """The last ``limit`` prompt tokens, the leading BOS kept (within ``limit``) if the prompt had one."""
     bos = _bos(tokenizer)
-    keep_bos = bool(bos) and prompt_ids[: len(bos)] == bos and limit > len(bos)
-    tail = limit - (len(bos) if keep_bos else 0)
-    return (bos if keep_bos else []) + prompt_ids[-tail:]
+    head = bos if bos and prompt_ids[: len(bos)] == bos and limit > len(bos) else []
+    return head + prompt_ids[len(head) - limit :]
+
+
+def _assistant_masks(
+    row: Mapping[str, Any], index: int, renderer: Any, chosen_ids: list[int], rejected_ids: list[int]
+) -> list[list[int]]:
+    """Per-token 0/1 masks of both completions: all ones unless a completion has tool turns."""
+    prompt, chosen, rejected = split_row(row, index)
+    masks = []
+    for field, reply, ids in (("chosen", chosen, chosen_ids), ("rejected", rejected, rejected_ids)):
+        if not isinstance(reply, list) or all(turn.get("role") != "tool" for turn in reply):
+            masks.append([1] * len(ids))
+            continue
+        try:
+            masks.append(renderer.assistant_mask(prompt, reply, ids, template_kwargs_of(row, index)))
+        except ValueError as err:
+            raise ValueError(f"row {index}, field {field!r}: {err}") from err
+    return masks
 
 
 def tokenize_row(
@@ -206,11 +191,9 @@ def tokenize_row(
     truncation_mode: str = "keep_start",
     assistant_only_loss: bool = False,
 ) -> dict[str, list[int]] | str:
-    """Token ids of one pair after truncation, or the skip reason (see module docstring).
-
-    ``renderer``: see ``select_renderer`` (None: rows must be text). ``assistant_only_loss``: also return
-    ``MASK_COLUMNS``, 0 on tool-turn tokens inside a completion so the loss skips them.
-    """
+    """Token ids of one pair after truncation (docs/trainer.md "Truncation and skips"), or the skip reason.
+    ``renderer``: see ``select_renderer`` (None: text rows); ``assistant_only_loss``: also ``MASK_COLUMNS``
+    (0 on tool-turn tokens). Prompts keep their last tokens (and BOS), completions their first or last."""
     prompt_ids, chosen_ids, rejected_ids = _encode_row(row, index, tokenizer, renderer)
     masks = _assistant_masks(row, index, renderer, chosen_ids, rejected_ids) if assistant_only_loss else None
     if not prompt_ids:
@@ -220,40 +203,31 @@ def tokenize_row(
             "the prompt encodes to no tokens, so the first completion token has no context",
             "give the row a prompt, or use a tokenizer that adds a BOS token",
         )
-    truncated = _truncate(
-        prompt_ids, chosen_ids, rejected_ids, tokenizer, max_length, max_prompt_length, truncation_mode
-    )
-    if isinstance(truncated, str):
-        return truncated
-    prompt_ids, chosen_ids, rejected_ids = truncated
+    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
+        prompt_ids = _keep_prompt_end(prompt_ids, max_prompt_length, tokenizer)
+    if max_length is not None:
+        keep_end = truncation_mode == "keep_end"
+        if keep_end:
+            fits = max(max_length - max(len(chosen_ids), len(rejected_ids)), 1)
+            if len(prompt_ids) > fits:
+                prompt_ids = _keep_prompt_end(prompt_ids, fits, tokenizer)
+        elif truncation_mode != "keep_start":
+            raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}")
+        room = max_length - len(prompt_ids)
+        if room < 1:
+            return "prompt_too_long"
+        cut = slice(-room, None) if keep_end else slice(room)
+        chosen_ids, rejected_ids = chosen_ids[cut], rejected_ids[cut]
+        masks = None if masks is None else [m[cut] for m in masks]  # masks are as long as their ids
     if chosen_ids == rejected_ids:  # also when truncation cut away everything that differed
         return "chosen_equals_rejected"
+    truncated = (prompt_ids, chosen_ids, rejected_ids)
     pair = {column: list(ids) for column, ids in zip(TOKEN_COLUMNS, truncated, strict=True)}
     if masks is not None:
-        kept = (len(chosen_ids), len(rejected_ids))
-        keep_end = truncation_mode == "keep_end"
-        masks = [m[len(m) - n :] if keep_end else m[:n] for m, n in zip(masks, kept, strict=True)]
         if not all(any(m) for m in masks):
             return "no_assistant_tokens"
         pair.update(zip(MASK_COLUMNS, masks, strict=True))
     return pair
-
-
-def _assistant_masks(
-    row: Mapping[str, Any], index: int, renderer: Any | None, chosen_ids: list[int], rejected_ids: list[int]
-) -> list[list[int]]:
-    """The ``MASK_COLUMNS`` of a row's untruncated completions: all ones unless one has tool turns."""
-    prompt, chosen, rejected = split_row(row, index)
-    masks = []
-    for field, reply, ids in (("chosen", chosen, chosen_ids), ("rejected", rejected, rejected_ids)):
-        if not isinstance(reply, list) or all(turn.get("role") != "tool" for turn in reply):
-            masks.append([1] * len(ids))
-            continue
-        try:
-            masks.append(renderer.assistant_mask(prompt, reply, ids, template_kwargs_of(row, index)))
-        except ValueError as err:
-            raise ValueError(f"row {index}, field {field!r}: {err}") from err
-    return masks
 
 
 def _encode_row(
@@ -276,7 +250,7 @@ def _encode_row(
     if renderer is None:
         raise _row_error(index, "prompt", "conversational row but no renderer", "pass renderer_name")
     if isinstance(prompt, str):
-        prompt = _as_conversation(prompt) if prompt else []
+        prompt = [{"role": "user", "content": prompt}] if prompt else []
         chosen = {"role": "assistant", "content": chosen}
         rejected = {"role": "assistant", "content": rejected}
     try:
@@ -287,34 +261,6 @@ def _encode_row(
         )
     except ValueError as err:
         raise ValueError(f"row {index}: {err}") from err
-
-
-def _truncate(
-    prompt_ids: list[int],
-    chosen_ids: list[int],
-    rejected_ids: list[int],
-    tokenizer: Any,
-    max_length: int | None,
-    max_prompt_length: int | None,
-    truncation_mode: str,
-) -> tuple[list[int], list[int], list[int]] | str:
-    """The three id lists cut as in the module docstring, or the skip reason ``prompt_too_long``."""
-    if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
-        prompt_ids = _keep_prompt_end(prompt_ids, max_prompt_length, tokenizer)
-    if max_length is None:
-        return prompt_ids, chosen_ids, rejected_ids
-    keep_end = truncation_mode == "keep_end"
-    if keep_end:
-        fits = max(max_length - max(len(chosen_ids), len(rejected_ids)), 1)
-        if len(prompt_ids) > fits:
-            prompt_ids = _keep_prompt_end(prompt_ids, fits, tokenizer)
-    elif truncation_mode != "keep_start":
-        raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}")
-    room = max_length - len(prompt_ids)
-    if room < 1:
-        return "prompt_too_long"
-    cut = slice(-room, None) if keep_end else slice(room)
-    return prompt_ids, chosen_ids[cut], rejected_ids[cut]
 
 
 def tokenize_dataset(
@@ -330,19 +276,9 @@ def tokenize_dataset(
 ) -> tuple[Dataset, Counter[str]]:
     """Tokenize every row (batched, ``datasets``-cached); the dataset with ``TOKEN_COLUMNS`` (and any
     ``REF_COLUMNS``) without the skipped pairs, and the skip counts by reason (logged once)."""
-    check_text_only(dataset.column_names, split_name)
-    encode_batch = _batch_encoder(
-        tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss
-    )
-    removed = [c for c in dataset.column_names if c not in REF_COLUMNS]
-    tokenized = dataset.map(
-        encode_batch,
-        with_indices=True,
-        batched=True,
-        remove_columns=removed,
-        num_proc=num_proc,
-        desc=f"Tokenizing {split_name} pairs",
-    )
+    args = (tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss)
+    desc = f"Tokenizing {split_name} pairs"
+    tokenized = _tokenize_map(dataset, dataset.column_names, split_name, args, num_proc=num_proc, desc=desc)
     skips = Counter(r for r in tokenized["skip_reason"] if r)
     if skips:
         total = sum(skips.values())
@@ -359,29 +295,34 @@ def tokenize_dataset(
     return tokenized.remove_columns("skip_reason"), skips
 
 
-def _batch_encoder(
-    tokenizer: Any,
-    renderer: Any | None,
-    max_length: int | None,
-    max_prompt_length: int | None,
-    truncation_mode: str = "keep_start",
-    assistant_only_loss: bool = False,
-) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
-    """A batched ``datasets.map`` function: rows -> ``tokenize_row`` columns, ``skip_reason`` ("": kept)."""
-    options = (max_length, max_prompt_length, truncation_mode, assistant_only_loss)
-    columns = (*TOKEN_COLUMNS, *MASK_COLUMNS) if assistant_only_loss else TOKEN_COLUMNS
+def _tokenize_map(
+    dataset: Dataset | IterableDataset, columns: list[str], split_name: str, args: tuple, **map_kwargs: Any
+) -> Dataset | IterableDataset:
+    """Batched ``dataset.map`` of ``tokenize_row(row, index, *args)`` (``args[-1]``: ``assistant_only_loss``):
+    its columns and ``skip_reason`` ("": kept); ``REF_COLUMNS`` are kept, the other ``columns`` removed. Image
+    columns are refused (text-only)."""
+    found = [c for c in IMAGE_COLUMNS if c in set(columns)]
+    if found:
+        raise ValueError(
+            f"the {split_name} dataset has an image column ({', '.join(found)}), but hf_dpo trains text-only "
+            "causal LMs; vision-language preference data is not supported. Fix: drop the column "
+            "(dataset.remove_columns(...)) to train on the text alone, or use trl.DPOTrainer with a "
+            "vision-language model and its processor."
+        )
+    out_columns = (*TOKEN_COLUMNS, *MASK_COLUMNS) if args[-1] else TOKEN_COLUMNS
 
     def encode_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {c: [] for c in (*columns, "skip_reason")}
+        out: dict[str, list] = {c: [] for c in (*out_columns, "skip_reason")}
         for j, index in enumerate(indices):
-            result = tokenize_row({k: v[j] for k, v in batch.items()}, index, tokenizer, renderer, *options)
+            result = tokenize_row({k: v[j] for k, v in batch.items()}, index, *args)
             skipped = isinstance(result, str)
-            for column in columns:
+            for column in out_columns:
                 out[column].append([] if skipped else result[column])
             out["skip_reason"].append(result if skipped else "")
         return out
 
-    return encode_batch
+    removed = [c for c in columns if c not in REF_COLUMNS]
+    return dataset.map(encode_batch, with_indices=True, batched=True, remove_columns=removed, **map_kwargs)
 
 
 def tokenize_iterable(
@@ -399,8 +340,6 @@ def tokenize_iterable(
     first = next(iter(dataset), None)
     if first is None:
         raise ValueError(f"the {split_name} dataset is empty")
-    columns = list(dataset.column_names or first)
-    check_text_only(columns, split_name)
     logged: set[str] = set()
 
     def keep(reason: str) -> bool:
@@ -413,9 +352,6 @@ def tokenize_iterable(
             )
         return not reason
 
-    encode_batch = _batch_encoder(
-        tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss
-    )
-    removed = [c for c in columns if c not in REF_COLUMNS]
-    tokenized = dataset.map(encode_batch, with_indices=True, batched=True, remove_columns=removed)
+    args = (tokenizer, renderer, max_length, max_prompt_length, truncation_mode, assistant_only_loss)
+    tokenized = _tokenize_map(dataset, list(dataset.column_names or first), split_name, args)
     return tokenized.filter(keep, input_columns="skip_reason").remove_columns("skip_reason")
