@@ -196,6 +196,10 @@ def test_read_metrics_drops_only_a_cut_off_last_line(tmp_path, caplog):
     path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_metrics(path)
+    # a file written whole (on-policy pairs.jsonl) has no cut-off line: a bad last line is an error
+    path.write_text('{"step": 1}\n{"st')
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(path, whole=True)
 
 
 # ---- finished runs, `..` in log_path ---------------------------------------------------------------------

@@ -75,9 +75,8 @@ def uses_hidden_path(model: torch.nn.Module) -> bool:
             and hasattr(lm, "get_decoder")
             and "logits_to_keep" in inspect.signature(lm.forward).parameters
         )
-        if (
-            ok
-        ):  # probe the bare model (never a DDP wrapper) on a few tokens: are its logits head(final hidden)?
+        # Probe the bare model (never a DDP wrapper) on a few tokens: are its logits head(final hidden)?
+        if ok:
             ids = torch.arange(1, 9, device=head.weight.device).unsqueeze(0) % head.weight.shape[0]
             with torch.no_grad(), _final_hidden(lm) as captured:
                 logits = lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits.float()

@@ -160,13 +160,13 @@ def round_pairs(
     pairs_path, stats_path = directory / PAIRS_FILE, directory / GENERATION_FILE
     if pairs_path.is_file() and stats_path.is_file():
         logger.info("on_policy: round %d: reusing the pairs in %s", round_number, pairs_path)
-        return read_metrics(pairs_path), json.loads(stats_path.read_text("utf-8"))
+        return read_metrics(pairs_path, whole=True), json.loads(stats_path.read_text("utf-8"))
     options = setup.options
     indices = round_indices(len(setup.train), options.prompts_per_round, round_number, seed)
     decoding = DecodingConfig(options.max_new_tokens, True, options.temperature, options.top_p, seed)
-    ids = [setup.train.ids[i] for i in indices]
-    args = (options.num_generations, decoding, options.generation_batch_size, round_number)
-    sampled = sample_groups(model, tokenizer, ids, *args, options.generation_backend)
+    ids, backend = [setup.train.ids[i] for i in indices], options.generation_backend
+    n, batch_size = options.num_generations, options.generation_batch_size
+    sampled = sample_groups(model, tokenizer, ids, n, decoding, batch_size, round_number, backend)
     records, skipped = judge_round(setup, indices, sampled)
     stats = {
         "generation_s": sampled.seconds,
@@ -321,7 +321,8 @@ def run_rounds(
         else:
             model = load_causal_lm(policy_dir, **(prep.args.model_init_kwargs or {}))
         model = model.to(state.device)
-    initial = [rec["completion"] for rec in read_metrics(round_dir(log_path, 0) / HELDOUT_FILE)] or None
+    initial_path = round_dir(log_path, 0) / HELDOUT_FILE  # round 0's completions, if a run wrote them
+    initial = [rec["completion"] for rec in read_metrics(initial_path, whole=True)] or None
     if done == 0 and len(setup.heldout):
         metrics, initial = heldout_metrics(model, prep.tokenizer, setup, round_dir(log_path, 0), None)
         _append_row(log_path, {"round": 0, "step": 0, **metrics}, config.quiet)

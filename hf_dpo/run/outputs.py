@@ -40,9 +40,9 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` (empty if the file does not exist). A cut-off last line (a kill while
-    it was written) is dropped with a warning; a bad line elsewhere raises ``ValueError`` naming it."""
+def read_metrics(path: str | Path, whole: bool = False) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` ([] if missing). A cut-off last line (a kill while appending) is dropped
+    with a warning unless ``whole`` (a file written whole); other bad lines raise ``ValueError``."""
     path = Path(path)
     if not path.exists():
         return []
@@ -53,7 +53,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
-            if i < len(lines) - 1:
+            if whole or i < len(lines) - 1:
                 raise ValueError(
                     f"{path}, line {number}: not valid JSON ({e.msg}); fix or delete that line"
                 ) from None
